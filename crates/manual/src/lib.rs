@@ -1,0 +1,34 @@
+//! The manual engine: every layer's backward pass derived and written by hand.
+//!
+//! Each layer is one file holding its `forward` and `backward` side by side, with the
+//! derivation in a comment above `backward` (the write-up's index notation). Layers never
+//! allocate in the steady state: callers pass the input, output and gradient buffers, and a
+//! layer keeps only what its backward pass needs (named, with the reason, in its struct).
+//! Backward passes *accumulate* parameter gradients (`+=`), so a parameter used twice just
+//! works; the optimiser clears them after each update.
+//!
+//! Everything is generic over [`Float`]: training runs in `f32`, gradient checks in `f64`.
+
+pub mod activation;
+pub mod cross_entropy;
+pub mod float;
+pub mod gradcheck;
+pub mod layer_norm;
+pub mod linear;
+pub mod matmul;
+pub mod mlp;
+pub mod optim;
+pub mod param;
+pub mod softmax;
+pub mod softmax_cross_entropy;
+
+pub use activation::{Activation, Elu, Relu};
+pub use cross_entropy::CrossEntropy;
+pub use float::Float;
+pub use layer_norm::LayerNorm;
+pub use linear::LinearLayer;
+pub use mlp::{Mlp, MlpConfig};
+pub use optim::Sgd;
+pub use param::{Param, Parameters};
+pub use softmax::Softmax;
+pub use softmax_cross_entropy::SoftmaxCrossEntropy;

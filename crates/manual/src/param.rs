@@ -1,0 +1,35 @@
+//! Uniform access to a model's parameters and their gradients, for optimisers, gradient
+//! checks and checkpoints.
+
+/// One parameter tensor and its accumulated gradient, both as flat slices of equal length.
+pub struct Param<'a, T> {
+    /// A stable, human-readable name such as `linear.0.weight`.
+    pub name: String,
+    /// The values, in the tensor's row-major order.
+    pub value: &'a mut [T],
+    /// The gradient of the loss with respect to `value`, same layout.
+    pub grad: &'a mut [T],
+    /// The tensor's shape, for checkpoints.
+    pub shape: Vec<usize>,
+}
+
+/// Something with parameters.
+pub trait Parameters<T> {
+    /// Every parameter with its gradient, in a fixed order.
+    fn parameters(&mut self) -> Vec<Param<'_, T>>;
+
+    /// Sets every gradient to zero.
+    fn zero_grad(&mut self)
+    where
+        T: num_traits::Zero + Copy,
+    {
+        for p in self.parameters() {
+            p.grad.fill(T::zero());
+        }
+    }
+
+    /// Total number of scalar parameters.
+    fn num_parameters(&mut self) -> usize {
+        self.parameters().iter().map(|p| p.value.len()).sum()
+    }
+}
