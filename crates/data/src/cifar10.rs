@@ -7,6 +7,7 @@
 //! batch at a time by [`ImageSet::fill_batch`].
 
 use std::fs;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::DataError;
@@ -68,11 +69,7 @@ impl ImageSet {
                 labels.len()
             ));
         }
-        if let Some((i, &l)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, l)| **l as usize >= NUM_CLASSES)
-        {
+        if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= NUM_CLASSES) {
             return Err(format!("label {l} of image {i} is not a class (0–9)"));
         }
         Ok(ImageSet { pixels, labels })
@@ -80,22 +77,41 @@ impl ImageSet {
 
     /// Parses records in the official binary layout; `path` only names the source in errors.
     pub fn from_records(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
-        if bytes.is_empty() {
-            return Err(DataError::malformed(path, "file is empty"));
+        let count = record_count(path, bytes.len())?;
+        let mut set = ImageSet::with_capacity(count);
+        set.read_records(path, bytes, count)?;
+        Ok(set)
+    }
+
+    /// Reads `.bin` files of the official layout, in order, into one set. The sizes are
+    /// checked first and the records are streamed into a buffer of exactly the right size,
+    /// so loading never holds more than the images themselves.
+    pub fn read(paths: &[PathBuf]) -> Result<Self, DataError> {
+        let mut counts = Vec::with_capacity(paths.len());
+        for path in paths {
+            let len = fs::metadata(path).map_err(|e| DataError::io(path, e))?.len();
+            counts.push(record_count(path, len as usize)?);
         }
-        if bytes.len() % RECORD_BYTES != 0 {
-            return Err(DataError::malformed(
-                path,
-                format!(
-                    "{} bytes is not a multiple of {RECORD_BYTES} (truncated or not a CIFAR-10 binary file)",
-                    bytes.len()
-                ),
-            ));
+        let mut set = ImageSet::with_capacity(counts.iter().sum());
+        for (path, &count) in paths.iter().zip(&counts) {
+            let file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+            set.read_records(path, BufReader::with_capacity(1 << 20, file), count)?;
         }
-        let n = bytes.len() / RECORD_BYTES;
-        let mut pixels = Vec::with_capacity(n * IMAGE_BYTES);
-        let mut labels = Vec::with_capacity(n);
-        for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+        Ok(set)
+    }
+
+    fn with_capacity(images: usize) -> Self {
+        ImageSet {
+            pixels: Vec::with_capacity(images * IMAGE_BYTES),
+            labels: Vec::with_capacity(images),
+        }
+    }
+
+    /// Appends `count` records read from `reader`, checking each label.
+    fn read_records(&mut self, path: &Path, mut reader: impl Read, count: usize) -> Result<(), DataError> {
+        let mut record = [0u8; RECORD_BYTES];
+        for i in 0..count {
+            reader.read_exact(&mut record).map_err(|e| DataError::io(path, e))?;
             let label = record[0];
             if label as usize >= NUM_CLASSES {
                 return Err(DataError::malformed(
@@ -103,16 +119,10 @@ impl ImageSet {
                     format!("record {i} has label byte {label}, expected 0–9"),
                 ));
             }
-            labels.push(label);
-            pixels.extend_from_slice(&record[1..]);
+            self.labels.push(label);
+            self.pixels.extend_from_slice(&record[1..]);
         }
-        Ok(ImageSet { pixels, labels })
-    }
-
-    /// Reads one `.bin` file of the official layout.
-    pub fn read(path: &Path) -> Result<Self, DataError> {
-        let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-        Self::from_records(path, &bytes)
+        Ok(())
     }
 
     /// Encodes the set in the official binary layout (used to write fixtures).
@@ -123,12 +133,6 @@ impl ImageSet {
             out.extend_from_slice(self.image(i));
         }
         out
-    }
-
-    /// Appends another set's images after this one's.
-    pub fn extend(&mut self, other: ImageSet) {
-        self.pixels.extend_from_slice(&other.pixels);
-        self.labels.extend_from_slice(&other.labels);
     }
 
     /// Number of images.
@@ -167,29 +171,15 @@ impl ImageSet {
     /// Writes images `indices` minus `mean` into `out` (`indices.len() × IMAGE_BYTES`
     /// values), and their labels into `labels`. The layout is channel-major per image, which
     /// is both the flattened MLP input and NCHW for convolutions.
-    pub fn fill_batch(
-        &self,
-        indices: &[usize],
-        mean: &[f32],
-        out: &mut [f32],
-        labels: &mut [usize],
-    ) {
+    pub fn fill_batch(&self, indices: &[usize], mean: &[f32], out: &mut [f32], labels: &mut [usize]) {
         assert_eq!(mean.len(), IMAGE_BYTES, "mean image has the wrong size");
         assert_eq!(
             out.len(),
             indices.len() * IMAGE_BYTES,
             "batch buffer has the wrong size"
         );
-        assert_eq!(
-            labels.len(),
-            indices.len(),
-            "label buffer has the wrong size"
-        );
-        for ((dst, label), &i) in out
-            .chunks_exact_mut(IMAGE_BYTES)
-            .zip(labels.iter_mut())
-            .zip(indices)
-        {
+        assert_eq!(labels.len(), indices.len(), "label buffer has the wrong size");
+        for ((dst, label), &i) in out.chunks_exact_mut(IMAGE_BYTES).zip(labels.iter_mut()).zip(indices) {
             for ((d, &p), &m) in dst.iter_mut().zip(self.image(i)).zip(mean) {
                 *d = p as f32 - m;
             }
@@ -235,22 +225,16 @@ impl Cifar10 {
             ))
         })?;
         let classes = read_meta(&root.join(META_FILE))?;
-        let mut train = ImageSet::default();
-        for name in TRAIN_FILES {
-            let path = root.join(name);
-            if !path.is_file() {
-                return Err(DataError::Missing(format!("{} is missing", path.display())));
-            }
-            train.extend(ImageSet::read(&path)?);
+        let train_paths: Vec<PathBuf> = TRAIN_FILES.iter().map(|name| root.join(name)).collect();
+        if let Some(path) = train_paths.iter().find(|p| !p.is_file()) {
+            return Err(DataError::Missing(format!("{} is missing", path.display())));
         }
+        let train = ImageSet::read(&train_paths)?;
         let test_path = root.join(TEST_FILE);
         if !test_path.is_file() {
-            return Err(DataError::Missing(format!(
-                "{} is missing",
-                test_path.display()
-            )));
+            return Err(DataError::Missing(format!("{} is missing", test_path.display())));
         }
-        let test = ImageSet::read(&test_path)?;
+        let test = ImageSet::read(&[test_path])?;
         Ok(Cifar10 {
             dir: root,
             train,
@@ -260,6 +244,20 @@ impl Cifar10 {
     }
 }
 
+/// Records in a file of `len` bytes: it must be a non-empty whole number of records.
+fn record_count(path: &Path, len: usize) -> Result<usize, DataError> {
+    if len == 0 {
+        return Err(DataError::malformed(path, "file is empty"));
+    }
+    if !len.is_multiple_of(RECORD_BYTES) {
+        return Err(DataError::malformed(
+            path,
+            format!("{len} bytes is not a multiple of {RECORD_BYTES} (truncated or not a CIFAR-10 binary file)"),
+        ));
+    }
+    Ok(len / RECORD_BYTES)
+}
+
 /// Reads the class names: ten non-empty lines (trailing blank lines are allowed, as in the
 /// official file).
 fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
@@ -267,8 +265,7 @@ fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
         return Err(DataError::Missing(format!("{} is missing", path.display())));
     }
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| DataError::malformed(path, "class names are not UTF-8 text"))?;
+    let text = String::from_utf8(bytes).map_err(|_| DataError::malformed(path, "class names are not UTF-8 text"))?;
     let classes: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -278,10 +275,7 @@ fn read_meta(path: &Path) -> Result<Vec<String>, DataError> {
     if classes.len() != NUM_CLASSES {
         return Err(DataError::malformed(
             path,
-            format!(
-                "expected {NUM_CLASSES} class names, found {}",
-                classes.len()
-            ),
+            format!("expected {NUM_CLASSES} class names, found {}", classes.len()),
         ));
     }
     Ok(classes)
@@ -303,11 +297,7 @@ pub fn write_fixture(
         let mut out = Vec::with_capacity(count * RECORD_BYTES);
         for _ in 0..count {
             let (pixels, label) = make(next);
-            assert_eq!(
-                pixels.len(),
-                IMAGE_BYTES,
-                "fixture image has the wrong size"
-            );
+            assert_eq!(pixels.len(), IMAGE_BYTES, "fixture image has the wrong size");
             out.push(label);
             out.extend_from_slice(&pixels);
             next += 1;
@@ -327,9 +317,7 @@ mod tests {
     use super::*;
 
     fn image(seed: usize) -> (Vec<u8>, u8) {
-        let pixels = (0..IMAGE_BYTES)
-            .map(|p| ((p * 7 + seed * 13) % 256) as u8)
-            .collect();
+        let pixels = (0..IMAGE_BYTES).map(|p| ((p * 7 + seed * 13) % 256) as u8).collect();
         (pixels, (seed % NUM_CLASSES) as u8)
     }
 
@@ -360,11 +348,7 @@ mod tests {
 
     #[test]
     fn mean_image_and_batches() {
-        let set = ImageSet::new(
-            [vec![10u8; IMAGE_BYTES], vec![20u8; IMAGE_BYTES]].concat(),
-            vec![1, 2],
-        )
-        .unwrap();
+        let set = ImageSet::new([vec![10u8; IMAGE_BYTES], vec![20u8; IMAGE_BYTES]].concat(), vec![1, 2]).unwrap();
         let mean = set.mean_image();
         assert!(mean.iter().all(|&m| m == 15.0));
         let mut out = vec![0.0; 2 * IMAGE_BYTES];
@@ -379,17 +363,11 @@ mod tests {
     fn rejects_bad_files() {
         let p = Path::new("data_batch_1.bin");
         let err = ImageSet::from_records(p, &vec![0u8; RECORD_BYTES * 2 + 5]).unwrap_err();
-        assert!(
-            err.to_string().contains("is not a multiple of 3073"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("is not a multiple of 3073"), "{err}");
         let mut bad = vec![0u8; RECORD_BYTES * 2];
         bad[RECORD_BYTES] = 10;
         let err = ImageSet::from_records(p, &bad).unwrap_err();
-        assert!(
-            err.to_string().contains("record 1 has label byte 10"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("record 1 has label byte 10"), "{err}");
         let err = ImageSet::from_records(p, &[]).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
     }
@@ -405,18 +383,12 @@ mod tests {
         let root = write_fixture(dir.path(), 1, 1, image).unwrap();
         fs::remove_file(root.join("data_batch_4.bin")).unwrap();
         let err = Cifar10::load(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("data_batch_4.bin is missing"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("data_batch_4.bin is missing"), "{err}");
 
         let root = write_fixture(dir.path(), 1, 1, image).unwrap();
         fs::write(root.join(META_FILE), "cat\ndog\n").unwrap();
         let err = Cifar10::load(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("expected 10 class names, found 2"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected 10 class names, found 2"), "{err}");
         fs::write(root.join(META_FILE), [0xffu8, 0xfe, 0x00]).unwrap();
         let err = Cifar10::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");

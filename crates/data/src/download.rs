@@ -85,9 +85,8 @@ pub fn download_cifar10(
         .unpack(staging.path())
         .map_err(|e| DataError::malformed(url, format!("cannot unpack the archive: {e}")))?;
     let unpacked = staging.path().join(FOLDER_NAME);
-    Cifar10::load(&unpacked).map_err(|e| {
-        DataError::malformed(url, format!("the archive does not hold CIFAR-10: {e}"))
-    })?;
+    Cifar10::load(&unpacked)
+        .map_err(|e| DataError::malformed(url, format!("the archive does not hold CIFAR-10: {e}")))?;
 
     // 3. Move it into place; a stale, unreadable folder there is replaced.
     if final_dir.exists() {
@@ -95,18 +94,11 @@ pub fn download_cifar10(
         fs::rename(&final_dir, stale.path()).map_err(|e| DataError::io(&final_dir, e))?;
     }
     fs::rename(&unpacked, &final_dir).map_err(|e| DataError::io(&final_dir, e))?;
-    Ok(DownloadOutcome::Fetched {
-        dir: final_dir,
-        bytes,
-    })
+    Ok(DownloadOutcome::Fetched { dir: final_dir, bytes })
 }
 
 /// GETs `url` into `path`; returns the byte count and the hex MD5 of what was written.
-fn fetch(
-    url: &str,
-    path: &Path,
-    progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<(u64, String), DataError> {
+fn fetch(url: &str, path: &Path, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<(u64, String), DataError> {
     let err = |message: String| DataError::Download {
         url: url.to_owned(),
         message,
@@ -130,8 +122,7 @@ fn fetch(
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(|e| DataError::io(path, e))?;
+        file.write_all(&buf[..n]).map_err(|e| DataError::io(path, e))?;
         done += n as u64;
         progress(done, total);
     }
@@ -147,8 +138,5 @@ fn fetch(
 
 /// Hex MD5 of a byte string (used by tests to describe fixture archives).
 pub fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,7 +11,7 @@ mod error;
 
 pub use batching::EpochSampler;
 pub use cifar10::{
-    CIFAR10_CLASSES, Cifar10, IMAGE_BYTES, IMAGE_CHANNELS, IMAGE_SIDE, ImageSet, NUM_CLASSES,
-    RECORD_BYTES, write_fixture,
+    CIFAR10_CLASSES, Cifar10, IMAGE_BYTES, IMAGE_CHANNELS, IMAGE_SIDE, ImageSet, NUM_CLASSES, RECORD_BYTES,
+    write_fixture,
 };
 pub use error::DataError;

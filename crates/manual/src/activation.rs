@@ -5,7 +5,9 @@
 //! can write `h'` in terms of the output `Y`, so their backward passes read `Y` and the
 //! forward pass need not keep `X`.
 
-use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+use crate::elementwise::{map1, map2};
 
 use crate::Float;
 
@@ -16,20 +18,12 @@ pub struct Relu;
 impl Relu {
     /// `y = max(0, x)`
     pub fn forward<T: Float>(&self, x: ArrayView2<'_, T>, y: ArrayViewMut2<'_, T>) {
-        Zip::from(y).and(x).for_each(|y, &x| *y = x.max(T::zero()));
+        map1(x, y, |x| x.max(T::zero()));
     }
 
     /// `h'(x) = 1 if x > 0 else 0`, and `x > 0 ⇔ y > 0`, so `dx = dy · [y > 0]`.
-    pub fn backward<T: Float>(
-        &self,
-        y: ArrayView2<'_, T>,
-        dy: ArrayView2<'_, T>,
-        dx: ArrayViewMut2<'_, T>,
-    ) {
-        Zip::from(dx)
-            .and(y)
-            .and(dy)
-            .for_each(|dx, &y, &dy| *dx = if y > T::zero() { dy } else { T::zero() });
+    pub fn backward<T: Float>(&self, y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, dx: ArrayViewMut2<'_, T>) {
+        map2(y, dy, dx, |y, dy| if y > T::zero() { dy } else { T::zero() });
     }
 }
 
@@ -49,24 +43,20 @@ impl Elu {
     /// `y = x if x > 0 else α(eˣ − 1)`
     pub fn forward<T: Float>(&self, x: ArrayView2<'_, T>, y: ArrayViewMut2<'_, T>) {
         let alpha = T::of(self.alpha);
-        Zip::from(y)
-            .and(x)
-            .for_each(|y, &x| *y = if x > T::zero() { x } else { alpha * x.exp_m1() });
+        // Branch-free so the loop vectorises: eˣ − 1 of min(x, 0) is computed everywhere and
+        // selected where x ≤ 0 (eˣ − 1 rather than expm1: absolute error ~1e-7 in f32; f64
+        // uses the exact exp).
+        map1(x, y, |x| {
+            let negative = alpha * (x.min(T::zero()).fast_exp() - T::one());
+            if x > T::zero() { x } else { negative }
+        });
     }
 
     /// `h'(x) = 1 if x > 0 else αeˣ = y + α`, so `dx = dy if y > 0 else dy·(y + α)`
     /// (for α > 0 the sign of `y` is the sign of `x`).
-    pub fn backward<T: Float>(
-        &self,
-        y: ArrayView2<'_, T>,
-        dy: ArrayView2<'_, T>,
-        dx: ArrayViewMut2<'_, T>,
-    ) {
+    pub fn backward<T: Float>(&self, y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, dx: ArrayViewMut2<'_, T>) {
         let alpha = T::of(self.alpha);
-        Zip::from(dx)
-            .and(y)
-            .and(dy)
-            .for_each(|dx, &y, &dy| *dx = if y > T::zero() { dy } else { dy * (y + alpha) });
+        map2(y, dy, dx, |y, dy| if y > T::zero() { dy } else { dy * (y + alpha) });
     }
 }
 
@@ -87,12 +77,7 @@ impl Activation {
     }
 
     /// `dx = dy ∘ h'(x)`, computed from the output `y`.
-    pub fn backward<T: Float>(
-        &self,
-        y: ArrayView2<'_, T>,
-        dy: ArrayView2<'_, T>,
-        dx: ArrayViewMut2<'_, T>,
-    ) {
+    pub fn backward<T: Float>(&self, y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, dx: ArrayViewMut2<'_, T>) {
         match self {
             Activation::Relu => Relu.backward(y, dy, dx),
             Activation::Elu => Elu::default().backward(y, dy, dx),
@@ -120,8 +105,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(2);
         for shape in [(1, 1), (3, 5), (8, 13)] {
             // Keep inputs away from the kink at 0, where the derivative jumps.
-            let x = random_array(&mut rng, shape)
-                .mapv(|v: f64| if v.abs() < 1e-2 { v + 0.1 } else { v });
+            let x = random_array(&mut rng, shape).mapv(|v: f64| if v.abs() < 1e-2 { v + 0.1 } else { v });
             check_input_gradient(
                 &mut activation.clone(),
                 &x,

@@ -15,22 +15,13 @@ impl CrossEntropy {
     /// `L = −(1/S) Σ_i log X_{i,t_i}` for probabilities `x: [S, classes]` and targets `t`.
     pub fn forward<T: Float>(&self, x: ArrayView2<'_, T>, targets: &[usize]) -> T {
         check_targets(x.dim(), targets);
-        let total: T = targets
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| x[[i, t]].ln())
-            .sum();
+        let total: T = targets.iter().enumerate().map(|(i, &t)| x[[i, t]].ln()).sum();
         -total / T::of(targets.len() as f64)
     }
 
     /// `∂L/∂X_mn = −(1/S) Σ_ik T_ik (1/X_ik) δ_im δ_kn = −(1/S) T_mn / X_mn`:
     /// zero except at each row's target.
-    pub fn backward<T: Float>(
-        &self,
-        x: ArrayView2<'_, T>,
-        targets: &[usize],
-        mut dx: ArrayViewMut2<'_, T>,
-    ) {
+    pub fn backward<T: Float>(&self, x: ArrayView2<'_, T>, targets: &[usize], mut dx: ArrayViewMut2<'_, T>) {
         check_targets(x.dim(), targets);
         let scale = -T::one() / T::of(targets.len() as f64);
         dx.fill(T::zero());
@@ -42,12 +33,7 @@ impl CrossEntropy {
 
 /// Panics unless there is one target per row and every target names a column.
 pub(crate) fn check_targets((rows, classes): (usize, usize), targets: &[usize]) {
-    assert_eq!(
-        rows,
-        targets.len(),
-        "{rows} rows but {} targets",
-        targets.len()
-    );
+    assert_eq!(rows, targets.len(), "{rows} rows but {} targets", targets.len());
     if let Some(&t) = targets.iter().find(|&&t| t >= classes) {
         panic!("target {t} is not one of the {classes} classes");
     }

@@ -81,17 +81,8 @@ impl<T: Float> LayerNorm<T> {
     ///   `∂X̂_sj/∂X_ri = δ_sr (δ_ij − 1/M − X̂_sj X̂_si / M) / √(σ²_s + ε)`,
     ///   `∂L/∂X_ri = 1/(M√(σ²_r + ε)) [M g_ri − Σ_j g_rj − X̂_ri Σ_j g_rj X̂_rj]`.
     ///   (The write-up's last factor `X̂_ri − (1/M) Σ_p X̂_rp` is `X̂_ri`: `X̂` has zero mean.)
-    pub fn backward(
-        &mut self,
-        x: ArrayView2<'_, T>,
-        dy: ArrayView2<'_, T>,
-        mut dx: ArrayViewMut2<'_, T>,
-    ) {
-        assert_eq!(
-            x.nrows(),
-            self.mean.len(),
-            "backward without a matching forward pass"
-        );
+    pub fn backward(&mut self, x: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, mut dx: ArrayViewMut2<'_, T>) {
+        assert_eq!(x.nrows(), self.mean.len(), "backward without a matching forward pass");
         let m = T::of(x.ncols() as f64);
         let gamma = &self.gamma;
         // Parameter gradients: two reductions over the batch.

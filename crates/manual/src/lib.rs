@@ -11,6 +11,7 @@
 
 pub mod activation;
 pub mod cross_entropy;
+pub mod elementwise;
 pub mod float;
 pub mod gradcheck;
 pub mod layer_norm;

@@ -1,7 +1,7 @@
 //! The multi-layer perceptron of the write-up's NumPy part: `Linear → h` per hidden layer,
 //! then a `Linear` to the class logits, trained with the fused softmax–cross-entropy loss.
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 
 use crate::softmax_cross_entropy::count_correct;
@@ -139,11 +139,7 @@ impl<T: Float> Mlp<T> {
 
     /// The logits of the last forward pass.
     fn logits(&self) -> ArrayView2<'_, T> {
-        self.blocks
-            .last()
-            .expect("an MLP has an output layer")
-            .z
-            .view()
+        self.blocks.last().expect("an MLP has an output layer").z.view()
     }
 
     /// Mean cross-entropy of a batch (no gradients).
@@ -165,6 +161,34 @@ impl<T: Float> Mlp<T> {
     /// Forward and backward pass on one batch: returns the mean loss and accumulates the
     /// gradient of every parameter.
     pub fn forward_backward(&mut self, x: ArrayView2<'_, T>, targets: &[usize]) -> T {
+        self.forward_backward_with(x, targets, |linear, input, dz, dinput| {
+            linear.backward(input, dz.view(), dinput)
+        })
+    }
+
+    /// One plain-SGD training step (forward, backward, update) with each layer's update fused
+    /// into its backward pass ([`LinearLayer::backward_sgd`]): the same maths as
+    /// [`forward_backward`](Self::forward_backward) followed by [`Sgd::step`](crate::Sgd),
+    /// without storing weight gradients. Returns the mean loss.
+    pub fn sgd_step(&mut self, x: ArrayView2<'_, T>, targets: &[usize], lr: f64) -> T {
+        self.forward_backward_with(x, targets, |linear, input, dz, dinput| {
+            linear.backward_sgd(input, dz, dinput, lr)
+        })
+    }
+
+    /// Forward pass, loss, and the backward pass through the blocks, output side first;
+    /// `linear_backward(layer, input, ∂L/∂z, ∂L/∂input)` does each linear layer's part.
+    fn forward_backward_with(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        targets: &[usize],
+        mut linear_backward: impl FnMut(
+            &mut LinearLayer<T>,
+            ArrayView2<'_, T>,
+            ArrayViewMut2<'_, T>,
+            Option<ArrayViewMut2<'_, T>>,
+        ),
+    ) -> T {
         let loss = self.loss(x, targets);
         let n = self.blocks.len();
         {
@@ -178,12 +202,13 @@ impl<T: Float> Mlp<T> {
                 h.backward(block.a.view(), block.da.view(), block.dz.view_mut());
             }
             match before.last_mut() {
-                Some(prev) => {
-                    block
-                        .linear
-                        .backward(prev.a.view(), block.dz.view(), Some(prev.da.view_mut()))
-                }
-                None => block.linear.backward(x, block.dz.view(), None),
+                Some(prev) => linear_backward(
+                    &mut block.linear,
+                    prev.a.view(),
+                    block.dz.view_mut(),
+                    Some(prev.da.view_mut()),
+                ),
+                None => linear_backward(&mut block.linear, x, block.dz.view_mut(), None),
             }
         }
         loss
@@ -228,8 +253,7 @@ mod tests {
             let targets = [0, 1, 2, 2, 1, 0, 1];
             mlp.zero_grad();
             mlp.forward_backward(x.view(), &targets);
-            let analytic: Vec<Vec<f64>> =
-                mlp.parameters().iter().map(|p| p.grad.to_vec()).collect();
+            let analytic: Vec<Vec<f64>> = mlp.parameters().iter().map(|p| p.grad.to_vec()).collect();
             for (k, grad) in analytic.iter().enumerate() {
                 let numeric = numerical_gradient(grad.len(), |i, h| {
                     mlp.parameters()[k].value[i] += h;
@@ -241,6 +265,31 @@ mod tests {
                 assert!(err < TOLERANCE, "{activation:?} parameter {k}: {err:e}");
             }
         }
+    }
+
+    #[test]
+    fn fused_sgd_step_equals_forward_backward_then_sgd() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let config = MlpConfig {
+            inputs: 8,
+            hidden: vec![6, 5],
+            classes: 4,
+            activation: Activation::Elu,
+            init_std: 0.5,
+        };
+        let mut a = Mlp::<f64>::new(config, &mut rng);
+        let mut b = a.clone();
+        let x = random_array(&mut rng, (9, 8));
+        let targets = [0, 1, 2, 3, 0, 1, 2, 3, 0];
+        for _ in 0..3 {
+            let la = a.forward_backward(x.view(), &targets);
+            crate::Sgd { lr: 0.05 }.step(&mut a);
+            let lb = b.sgd_step(x.view(), &targets, 0.05);
+            assert!((la - lb).abs() < 1e-12);
+        }
+        let wa: Vec<f64> = a.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
+        let wb: Vec<f64> = b.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
+        assert!(relative_error(&wa, &wb) < 1e-12);
     }
 
     #[test]
@@ -260,12 +309,7 @@ mod tests {
         let names: Vec<String> = mlp.parameters().into_iter().map(|p| p.name).collect();
         assert_eq!(
             names,
-            [
-                "linear0.weight",
-                "linear0.bias",
-                "linear1.weight",
-                "linear1.bias"
-            ]
+            ["linear0.weight", "linear0.bias", "linear1.weight", "linear1.bias"]
         );
     }
 }

@@ -1,7 +1,26 @@
 //! Optimisers. Each reads the accumulated gradients, updates the values, and clears the
 //! gradients in the same pass (one sweep over memory instead of two).
 
+use rayon::prelude::*;
+
 use crate::{Float, Parameters};
+
+/// Below this many values an update runs on one thread: forking costs more.
+const PARALLEL_THRESHOLD: usize = 1 << 15;
+
+/// Runs `update` over matching chunks of values and gradients, one chunk per rayon thread
+/// for large tensors (the update is memory-bound; each core then streams half the tensor).
+fn for_each_chunk<T: Float>(values: &mut [T], grads: &mut [T], update: impl Fn(&mut [T], &mut [T]) + Sync) {
+    if values.len() < PARALLEL_THRESHOLD {
+        update(values, grads);
+        return;
+    }
+    let chunk = values.len().div_ceil(rayon::current_num_threads());
+    values
+        .par_chunks_mut(chunk)
+        .zip(grads.par_chunks_mut(chunk))
+        .for_each(|(w, g)| update(w, g));
+}
 
 /// Plain stochastic gradient descent, `θ ← θ − η·∂L/∂θ`, as the original.
 #[derive(Debug, Clone, Copy)]
@@ -15,10 +34,12 @@ impl Sgd {
     pub fn step<T: Float>(&self, model: &mut impl Parameters<T>) {
         let lr = T::of(self.lr);
         for p in model.parameters() {
-            for (w, g) in p.value.iter_mut().zip(p.grad.iter_mut()) {
-                *w -= lr * *g;
-                *g = T::zero();
-            }
+            for_each_chunk(p.value, p.grad, |w, g| {
+                for (w, g) in w.iter_mut().zip(g.iter_mut()) {
+                    *w -= lr * *g;
+                    *g = T::zero();
+                }
+            });
         }
     }
 }
@@ -33,12 +54,11 @@ mod tests {
 
     #[test]
     fn sgd_moves_against_the_gradient_and_clears_it() {
-        let mut layer =
-            crate::LinearLayer::from_weights(ndarray::array![[1.0f64, 2.0]], ndarray::array![0.5]);
-        layer.grad_weight = ndarray::array![[10.0, -10.0]];
+        let mut layer = crate::LinearLayer::from_weights(ndarray::array![[1.0f64], [2.0]], ndarray::array![0.5]);
+        layer.grad_weight = ndarray::array![[10.0], [-10.0]];
         layer.grad_bias = ndarray::array![1.0];
         Sgd { lr: 0.1 }.step(&mut layer);
-        assert_eq!(layer.weight, ndarray::array![[0.0, 3.0]]);
+        assert_eq!(layer.weight, ndarray::array![[0.0], [3.0]]);
         assert_eq!(layer.bias, ndarray::array![0.4]);
         assert!(layer.grad_weight.iter().all(|&g| g == 0.0));
     }

@@ -28,12 +28,7 @@ impl Softmax {
     /// `∂Y_ij/∂X_ik = Y_ij (δ_jk − Y_ik)` (the write-up's two cases j = n and j ≠ n), so
     /// `∂L/∂X_ik = Σ_j dY_ij Y_ij (δ_jk − Y_ik) = Y_ik (dY_ik − Σ_j dY_ij Y_ij)`:
     /// one dot product per row instead of the full Jacobian.
-    pub fn backward<T: Float>(
-        &self,
-        y: ArrayView2<'_, T>,
-        dy: ArrayView2<'_, T>,
-        mut dx: ArrayViewMut2<'_, T>,
-    ) {
+    pub fn backward<T: Float>(&self, y: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, mut dx: ArrayViewMut2<'_, T>) {
         Zip::from(dx.rows_mut())
             .and(y.rows())
             .and(dy.rows())

@@ -39,12 +39,7 @@ impl SoftmaxCrossEntropy {
     /// With `P = softmax(X)`: `∂L/∂X_ik = −(1/S)(δ_{k,t_i} − P_ik) = (P_ik − T_ik)/S`
     /// (softmax's Jacobian `P_ij(δ_jk − P_ik)` times cross-entropy's `−T_ij/(S·P_ij)`,
     /// summed over j, using `Σ_j T_ij = 1`).
-    pub fn backward<T: Float>(
-        &self,
-        probs: ArrayView2<'_, T>,
-        targets: &[usize],
-        mut dlogits: ArrayViewMut2<'_, T>,
-    ) {
+    pub fn backward<T: Float>(&self, probs: ArrayView2<'_, T>, targets: &[usize], mut dlogits: ArrayViewMut2<'_, T>) {
         check_targets(probs.dim(), targets);
         let scale = T::one() / T::of(targets.len() as f64);
         Zip::from(dlogits.rows_mut())

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""PyTorch and NumPy reference timings for `dl bench`, measured in the same run.
+
+Times the training step alone (forward, backward, update) of the same shapes as
+`dl bench mlp`, on synthetic batches, after a warm-up, and reports the median step time.
+With `--dl PATH` it also runs `PATH bench mlp --json` in between, rounds interleaved so that
+machine drift hits every side alike, and prints the ratios.
+
+Not run by CI. Needs a virtual environment outside the repository, e.g.:
+
+    python3 -m venv ~/venv-bench && ~/venv-bench/bin/pip install torch numpy
+    ~/venv-bench/bin/python bench/reference.py mlp --dl target/release/dl
+
+The NumPy step follows the original practical's NumPy MLP: float32 data, float64 weights
+(NumPy's `random.normal` default), so its products run in float64 as the original's did.
+`--numpy-dtype float32` times an all-float32 NumPy step instead.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def median_ms(step, steps, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def torch_mlp_step(args):
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    widths = [3072] + args.hidden + [10]
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ELU() if args.activation == "elu" else torch.nn.ReLU())
+            if args.norm == "batch":
+                layers.append(torch.nn.BatchNorm1d(widths[i + 1]))
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = torch.randn(args.batch_size, 3072) * 60.0
+    y = torch.randint(0, 10, (args.batch_size,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def numpy_mlp_step(args):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    wdtype = np.float64 if args.numpy_dtype == "float64" else np.float32
+    widths = [3072] + args.hidden + [10]
+    ws = [rng.normal(0, 1e-4, (widths[i + 1], widths[i])).astype(wdtype) for i in range(len(widths) - 1)]
+    bs = [np.zeros(widths[i + 1], dtype=wdtype) for i in range(len(widths) - 1)]
+    x = (rng.standard_normal((args.batch_size, 3072)) * 60.0).astype(np.float32)
+    labels = rng.integers(0, 10, args.batch_size)
+    onehot = np.eye(10, dtype=np.float32)[labels]
+    elu = args.activation == "elu"
+
+    def step():
+        acts, pre = [x], []
+        h = x
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            z = h @ w.T + b
+            pre.append(z)
+            if i < len(ws) - 1:
+                h = np.where(z > 0, z, np.exp(z) - 1) if elu else np.maximum(z, 0)
+                acts.append(h)
+            else:
+                h = z
+        z = h - h.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        d = (p - onehot) / args.batch_size
+        for i in reversed(range(len(ws))):
+            gw = d.T @ acts[i]
+            gb = d.sum(axis=0)
+            if i > 0:
+                d = d @ ws[i]
+                a = acts[i]
+                d = d * (np.where(pre[i - 1] > 0, 1.0, a + 1.0) if elu else (pre[i - 1] > 0))
+            ws[i] -= args.lr * gw
+            bs[i] -= args.lr * gb
+
+    return step
+
+
+def dl_cmd(args):
+    cmd = [
+        args.dl, "bench", "mlp", "--engine", "manual",
+        "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
+        "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+        "--warmup", str(args.warmup), "--json",
+    ]
+    if args.norm != "none":
+        cmd += ["--norm", args.norm]
+    return cmd
+
+
+def side_cmd(args, side):
+    """This script, timing one side only, in a process of its own: thread pools that spin
+    after their last parallel region (OpenMP, OpenBLAS) then cannot slow the next side."""
+    cmd = [sys.executable, __file__, args.model, "--only", side,
+           "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
+           "--norm", args.norm, "--lr", str(args.lr), "--batch-size", str(args.batch_size),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+           "--numpy-dtype", args.numpy_dtype]
+    return cmd
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["step_ms_median"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=["mlp"])
+    parser.add_argument("--hidden", default="100", help="hidden widths, comma-separated")
+    parser.add_argument("--activation", default="elu", choices=["elu", "relu"])
+    parser.add_argument("--norm", default="none", choices=["none", "batch"])
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians of rounds are reported")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--numpy-dtype", default="float64", choices=["float64", "float32"])
+    parser.add_argument("--no-numpy", action="store_true")
+    parser.add_argument("--dl", help="path to the dl binary, to time `dl bench` in the same run")
+    parser.add_argument("--only", choices=["pytorch", "numpy"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.hidden = [int(h) for h in args.hidden.split(",") if h]
+
+    if args.only:
+        step = {"pytorch": torch_mlp_step, "numpy": numpy_mlp_step}[args.only](args)
+        print(json.dumps({"side": args.only, "step_ms_median": median_ms(step, args.steps, args.warmup)}))
+        return 0
+    sides = {"pytorch": side_cmd(args, "pytorch")}
+    if not args.no_numpy and args.norm == "none":
+        sides["numpy"] = side_cmd(args, "numpy")
+    if args.dl:
+        sides["dl"] = dl_cmd(args)
+    results = {name: [] for name in sides}
+    for _ in range(args.rounds):
+        for name, cmd in sides.items():
+            results[name].append(run_json(cmd))
+    report = {"model": args.model, "batch_size": args.batch_size, "hidden": args.hidden,
+              "activation": args.activation, "norm": args.norm, "rounds": args.rounds}
+    for name, ms in results.items():
+        m = statistics.median(ms)
+        report[f"{name}_step_ms"] = round(m, 4)
+        report[f"{name}_examples_per_sec"] = round(args.batch_size / (m / 1e3), 1)
+    if args.dl:
+        for name in sides:
+            if name == "dl":
+                continue
+            report[f"dl_vs_{name}"] = round(statistics.median(results[name]) / statistics.median(results["dl"]), 3)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
