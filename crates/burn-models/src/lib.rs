@@ -1,1 +1,6 @@
+//! The burn engine: the write-up's PyTorch models on `burn` 0.22 (runtime devices: `flex` on
+//! the CPU, `wgpu` behind the `gpu` feature).
 
+pub mod layer_norm;
+
+pub use layer_norm::{LayerNorm, LayerNormOps, layer_norm, layer_norm_composed};
