@@ -48,10 +48,59 @@ def torch_mlp_step(args):
             layers.append(torch.nn.ELU() if args.activation == "elu" else torch.nn.ReLU())
             if args.norm == "batch":
                 layers.append(torch.nn.BatchNorm1d(widths[i + 1]))
+            elif args.norm == "layer":
+                layers.append(torch.nn.LayerNorm(widths[i + 1]))
     model = torch.nn.Sequential(*layers)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+    if args.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     x = torch.randn(args.batch_size, 3072) * 60.0
+    y = torch.randint(0, 10, (args.batch_size,))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def torch_cnn_step(args):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+
+    class PreActBlock(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(c)
+            self.conv = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+        def forward(self, x):
+            return x + self.conv(torch.relu(self.bn(x)))
+
+    def pool():
+        return nn.MaxPool2d(3, stride=2, padding=1)
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1), PreActBlock(64),
+        nn.Conv2d(64, 128, 1), pool(), PreActBlock(128), PreActBlock(128),
+        nn.Conv2d(128, 256, 1), pool(), PreActBlock(256), PreActBlock(256),
+        nn.Conv2d(256, 512, 1), pool(), PreActBlock(512), PreActBlock(512),
+        pool(), PreActBlock(512), PreActBlock(512),
+        pool(), nn.BatchNorm2d(512), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10),
+    )
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(args.batch_size, 3, 32, 32) * 60.0
     y = torch.randint(0, 10, (args.batch_size,))
 
     def step():
@@ -105,15 +154,16 @@ def numpy_mlp_step(args):
 
 
 def dl_cmd(args):
-    cmd = [
-        args.dl, "bench", "mlp", "--engine", "manual",
-        "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
-        "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-        "--warmup", str(args.warmup), "--json",
-    ]
-    if args.norm != "none":
-        cmd += ["--norm", args.norm]
-    return cmd
+    if args.model == "cnn":
+        cmd = [args.dl, "bench", "cnn", "--lr", str(args.lr)]
+    else:
+        cmd = [
+            args.dl, "bench", "mlp", "--engine", args.engine,
+            "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
+            "--norm", args.norm, "--optimizer", args.optimizer, "--lr", str(args.lr),
+        ]
+    return cmd + ["--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                  "--warmup", str(args.warmup), "--json"]
 
 
 def side_cmd(args, side):
@@ -121,7 +171,8 @@ def side_cmd(args, side):
     after their last parallel region (OpenMP, OpenBLAS) then cannot slow the next side."""
     cmd = [sys.executable, __file__, args.model, "--only", side,
            "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
-           "--norm", args.norm, "--lr", str(args.lr), "--batch-size", str(args.batch_size),
+           "--norm", args.norm, "--optimizer", args.optimizer, "--lr", str(args.lr),
+           "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--numpy-dtype", args.numpy_dtype]
     return cmd
@@ -134,12 +185,14 @@ def run_json(cmd):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["mlp"])
+    parser.add_argument("model", choices=["mlp", "cnn"])
     parser.add_argument("--hidden", default="100", help="hidden widths, comma-separated")
     parser.add_argument("--activation", default="elu", choices=["elu", "relu"])
-    parser.add_argument("--norm", default="none", choices=["none", "batch"])
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--norm", default="none", choices=["none", "batch", "layer"])
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument("--engine", default="manual", choices=["manual", "burn"], help="dl's engine")
+    parser.add_argument("--lr", type=float, help="default: 1e-3 (mlp), 1e-4 (cnn)")
+    parser.add_argument("--batch-size", type=int, help="default: 200 (mlp), 32 (cnn)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians of rounds are reported")
@@ -150,13 +203,17 @@ def main():
     parser.add_argument("--only", choices=["pytorch", "numpy"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.hidden = [int(h) for h in args.hidden.split(",") if h]
+    cnn = args.model == "cnn"
+    args.lr = args.lr if args.lr is not None else (1e-4 if cnn else 1e-3)
+    args.batch_size = args.batch_size or (32 if cnn else 200)
 
     if args.only:
-        step = {"pytorch": torch_mlp_step, "numpy": numpy_mlp_step}[args.only](args)
+        step = {"pytorch": torch_cnn_step if args.model == "cnn" else torch_mlp_step,
+                "numpy": numpy_mlp_step}[args.only](args)
         print(json.dumps({"side": args.only, "step_ms_median": median_ms(step, args.steps, args.warmup)}))
         return 0
     sides = {"pytorch": side_cmd(args, "pytorch")}
-    if not args.no_numpy and args.norm == "none":
+    if not args.no_numpy and args.norm == "none" and args.model == "mlp" and args.optimizer == "sgd":
         sides["numpy"] = side_cmd(args, "numpy")
     if args.dl:
         sides["dl"] = dl_cmd(args)
@@ -164,8 +221,10 @@ def main():
     for _ in range(args.rounds):
         for name, cmd in sides.items():
             results[name].append(run_json(cmd))
-    report = {"model": args.model, "batch_size": args.batch_size, "hidden": args.hidden,
-              "activation": args.activation, "norm": args.norm, "rounds": args.rounds}
+    report = {"model": args.model, "batch_size": args.batch_size, "rounds": args.rounds}
+    if args.model == "mlp":
+        report.update(engine=args.engine, hidden=args.hidden, activation=args.activation, norm=args.norm,
+                      optimizer=args.optimizer)
     for name, ms in results.items():
         m = statistics.median(ms)
         report[f"{name}_step_ms"] = round(m, 4)

@@ -62,7 +62,12 @@ struct ForwardParts<B: Backend> {
 }
 
 /// The forward pass in backend operations.
-fn forward_parts<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> ForwardParts<B> {
+fn forward_parts<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> ForwardParts<B> {
     let [n, m] = dims2::<B>(&x);
     let mean = B::float_mean_dim(x.clone(), 1); // [N, 1]
     let centred = B::float_sub(x, mean); // [N, M]
@@ -144,7 +149,8 @@ impl<B: Backend + LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff
 
 /// (2) Layer normalisation as one operation with a hand-written backward pass.
 pub fn layer_norm(x: Tensor<2>, gamma: Tensor<1>, beta: Tensor<1>, eps: f64) -> Tensor<2> {
-    let out = <Dispatch as LayerNormOps>::layer_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), eps);
+    let out =
+        <Dispatch as LayerNormOps>::layer_norm(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), eps);
     Tensor::from_dispatch(out)
 }
 
@@ -157,7 +163,11 @@ pub struct WidthMismatch {
 
 impl std::fmt::Display for WidthMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LayerNorm over {} features got an input {} wide", self.expected, self.got)
+        write!(
+            f,
+            "LayerNorm over {} features got an input {} wide",
+            self.expected, self.got
+        )
     }
 }
 
@@ -216,7 +226,9 @@ mod tests {
 
     fn randn(rng: &mut StdRng, n: usize) -> Vec<f64> {
         // Sum of uniforms: roughly normal, enough for test inputs.
-        (0..n).map(|_| (0..4).map(|_| rng.random::<f64>() - 0.5).sum::<f64>() * 1.7).collect()
+        (0..n)
+            .map(|_| (0..4).map(|_| rng.random::<f64>() - 0.5).sum::<f64>() * 1.7)
+            .collect()
     }
 
     fn tensor<const D: usize>(values: &[f64], shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -251,7 +263,12 @@ mod tests {
 
     fn forward_value(x: &[f64], gamma: &[f64], beta: &[f64], r: &[f64], [n, m]: [usize; 2]) -> f64 {
         let device = Device::flex();
-        let y = layer_norm(tensor(x, [n, m], &device), tensor(gamma, [m], &device), tensor(beta, [m], &device), LAYER_NORM_EPS);
+        let y = layer_norm(
+            tensor(x, [n, m], &device),
+            tensor(gamma, [m], &device),
+            tensor(beta, [m], &device),
+            LAYER_NORM_EPS,
+        );
         values(y).iter().zip(r).map(|(a, b)| a * b).sum()
     }
 
@@ -262,18 +279,29 @@ mod tests {
         let (n, m) = (6, 40);
         let x: Vec<f64> = randn(&mut rng, n * m).iter().map(|v| v * 4.0 + 2.0).collect();
         let module = LayerNorm::new(m, &device);
-        let y = module.forward(Tensor::from_data(TensorData::new(x.iter().map(|&v| v as f32).collect(), [n, m]), &device));
+        let y = module.forward(Tensor::from_data(
+            TensorData::new(x.iter().map(|&v| v as f32).collect(), [n, m]),
+            &device,
+        ));
         let y = Array2::from_shape_vec((n, m), values(y)).unwrap();
         let (mean, var) = manual::layer_norm::row_moments(y.view());
         assert!(mean.iter().all(|v| v.abs() < 1e-5), "{mean}");
         assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-3), "{var}");
 
         let beta: Vec<f64> = randn(&mut rng, m);
-        let y = layer_norm(tensor(&x, [n, m], &device), Tensor::ones([m], (&device, DType::F64)), tensor(&beta, [m], &device), LAYER_NORM_EPS);
+        let y = layer_norm(
+            tensor(&x, [n, m], &device),
+            Tensor::ones([m], (&device, DType::F64)),
+            tensor(&beta, [m], &device),
+            LAYER_NORM_EPS,
+        );
         let y = Array2::from_shape_vec((n, m), values(y)).unwrap();
         let (mean, _) = manual::layer_norm::row_moments(y.view());
         let beta_mean = beta.iter().sum::<f64>() / m as f64;
-        assert!(mean.iter().all(|v| (v - beta_mean).abs() < 1e-12), "{mean} vs {beta_mean}");
+        assert!(
+            mean.iter().all(|v| (v - beta_mean).abs() < 1e-12),
+            "{mean} vs {beta_mean}"
+        );
     }
 
     #[test]
@@ -321,7 +349,12 @@ mod tests {
     fn agrees_with_the_manual_engine() {
         let mut rng = StdRng::seed_from_u64(3);
         let (n, m) = (5, 12);
-        let (x, gamma, beta, r) = (randn(&mut rng, n * m), randn(&mut rng, m), randn(&mut rng, m), randn(&mut rng, n * m));
+        let (x, gamma, beta, r) = (
+            randn(&mut rng, n * m),
+            randn(&mut rng, m),
+            randn(&mut rng, m),
+            randn(&mut rng, n * m),
+        );
         let burn_grads = gradients(layer_norm, &x, &gamma, &beta, &r, [n, m]);
 
         let mut ln = manual::LayerNorm::<f64>::new(m);
@@ -331,7 +364,12 @@ mod tests {
         let mut y = Array2::zeros((n, m));
         ln.forward(xa.view(), y.view_mut());
         let device = Device::flex();
-        let burn_y = values(layer_norm(tensor(&x, [n, m], &device), tensor(&gamma, [m], &device), tensor(&beta, [m], &device), LAYER_NORM_EPS));
+        let burn_y = values(layer_norm(
+            tensor(&x, [n, m], &device),
+            tensor(&gamma, [m], &device),
+            tensor(&beta, [m], &device),
+            LAYER_NORM_EPS,
+        ));
         assert!(relative_error(y.as_slice().unwrap(), &burn_y) < 1e-12);
         let mut dx = Array2::zeros((n, m));
         let ra = Array2::from_shape_vec((n, m), r).unwrap();
@@ -347,6 +385,9 @@ mod tests {
         let module = LayerNorm::new(8, &device);
         let err = module.try_forward(Tensor::zeros([2, 5], &device)).unwrap_err();
         assert_eq!(err.to_string(), "LayerNorm over 8 features got an input 5 wide");
-        assert_eq!(module.try_forward(Tensor::zeros([2, 8], &device)).unwrap().dims(), [2, 8]);
+        assert_eq!(
+            module.try_forward(Tensor::zeros([2, 8], &device)).unwrap().dims(),
+            [2, 8]
+        );
     }
 }

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use data::Cifar10;
 use data::download::{CIFAR10_MD5, CIFAR10_URL, DownloadOutcome, download_cifar10};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -42,38 +41,8 @@ pub struct SourceArgs {
 /// Where experiments look for CIFAR-10 unless told otherwise.
 pub const DEFAULT_CIFAR10_DIR: &str = "data/cifar10";
 
-/// Data options shared by the CIFAR-10 experiments.
-#[derive(Debug, Clone, Args, Serialize, Deserialize)]
-pub struct CifarArgs {
-    /// CIFAR-10 folder: cifar-10-batches-bin or the folder holding it.
-    #[arg(long = "data", value_name = "DIR", env = "DL_CIFAR10", default_value = DEFAULT_CIFAR10_DIR)]
-    pub data: PathBuf,
-    /// Fetch CIFAR-10 into --data first if it is not there.
-    #[arg(long)]
-    pub download: bool,
-    #[command(flatten)]
-    pub source: SourceArgs,
-}
-
-/// Loads CIFAR-10 as `args` say, fetching it first on `--download`; a missing dataset
-/// names the command that fetches it.
-pub fn load_cifar10(args: &CifarArgs) -> Result<Cifar10> {
-    if Cifar10::locate(&args.data).is_none() {
-        if args.download {
-            fetch(&args.data, &args.source)?;
-        } else {
-            anyhow::bail!(
-                "CIFAR-10 not found in {dir}: run `dl download cifar10 --dir {dir}` (or add --download, \
-                 or point --data at a cifar-10-batches-bin folder)",
-                dir = args.data.display()
-            );
-        }
-    }
-    Ok(Cifar10::load(&args.data)?)
-}
-
 /// Fetches the archive into `dir` with a progress bar.
-fn fetch(dir: &Path, source: &SourceArgs) -> Result<PathBuf> {
+pub fn fetch(dir: &Path, source: &SourceArgs) -> Result<PathBuf> {
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("download [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec}")

@@ -1,7 +1,10 @@
 //! `dl`: one program for every experiment of the MLP/CNN/RNN practical.
 
 mod bench;
+mod burn_trainer;
 mod checkpoint;
+mod cifar;
+mod cnn;
 mod download;
 mod mlp;
 mod plot;
@@ -23,6 +26,8 @@ struct Cli {
 enum Command {
     /// Train the MLP on CIFAR-10 (the write-up's NumPy part).
     Mlp(mlp::MlpArgs),
+    /// Train the pre-activation residual CNN on CIFAR-10 (the write-up's PyTorch CNN).
+    Cnn(cnn::CnnArgs),
     /// Time one training step of a model on synthetic batches.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let run = || match &cli.command {
         Command::Mlp(args) => mlp::run(args),
+        Command::Cnn(args) => cnn::run(args),
         Command::Bench(command) => bench::run(command),
         Command::Download(args) => download::run(args),
     };

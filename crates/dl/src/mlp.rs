@@ -1,21 +1,25 @@
-//! `dl mlp`: the write-up's MLP on CIFAR-10 (flattened, mean-subtracted images).
+//! `dl mlp`: the write-up's MLP on CIFAR-10 (flattened, mean-subtracted images), on the
+//! manual engine (the NumPy part) or the burn engine (the PyTorch part).
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use burn::optim::{AdamConfig, SgdConfig};
+use burn_models::train::ClassifierTrainer;
 use clap::{Args, ValueEnum};
-use data::{Cifar10, EpochSampler, IMAGE_BYTES, NUM_CLASSES};
-use manual::{Activation, Mlp, MlpConfig, Parameters, Sgd};
-use ndarray::Array2;
+use data::{IMAGE_BYTES, NUM_CLASSES};
+use manual::{Activation, Mlp, MlpConfig, Parameters};
+use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{load_params, restore_params, save_params};
-use crate::download::{CifarArgs, load_cifar10};
-use crate::runner::{History, RunArgs, RunFolder, Schedule, Stopwatch, Trainer, peak_rss_mb, report, run_training};
+use crate::burn_trainer::BurnCifarTrainer;
+use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_params};
+use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
+use crate::download::DEFAULT_CIFAR10_DIR;
+use crate::runner::{Experiment, RunArgs, Schedule, Stopwatch, Trainer, run_experiment, saved_config};
 
 /// Which implementation trains the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -23,6 +27,17 @@ use crate::runner::{History, RunArgs, RunFolder, Schedule, Stopwatch, Trainer, p
 pub enum Engine {
     /// Hand-written forward and backward passes on ndarray.
     Manual,
+    /// burn 0.22 modules and autodiff.
+    Burn,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Manual => "manual",
+            Engine::Burn => "burn",
+        }
+    }
 }
 
 /// Hidden-layer activation, as named on the command line.
@@ -31,6 +46,44 @@ pub enum Engine {
 pub enum ActivationArg {
     Relu,
     Elu,
+}
+
+/// Normalisation after each hidden layer's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormArg {
+    None,
+    Batch,
+    Layer,
+}
+
+/// Optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerArg {
+    Sgd,
+    Adam,
+}
+
+/// Where the burn engine computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceArg {
+    /// burn's flex backend on the CPU.
+    Cpu,
+    /// burn's wgpu backend (builds with `--features gpu`).
+    Wgpu,
+}
+
+impl DeviceArg {
+    /// The burn device, or a one-line reason it is not available in this build or machine.
+    pub fn device(self) -> Result<burn::tensor::Device> {
+        let name = match self {
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Wgpu => "wgpu",
+        };
+        burn_models::train::device(name).map_err(anyhow::Error::msg)
+    }
 }
 
 impl From<ActivationArg> for Activation {
@@ -54,12 +107,21 @@ pub struct MlpModelArgs {
     /// Activation after each hidden layer.
     #[arg(long, value_enum, default_value = "elu")]
     pub activation: ActivationArg,
-    /// Learning rate (SGD).
+    /// Normalisation after each hidden activation (burn engine).
+    #[arg(long, value_enum, default_value = "none")]
+    pub norm: NormArg,
+    /// Optimiser (burn engine; the manual engine uses SGD).
+    #[arg(long, value_enum, default_value = "sgd")]
+    pub optimizer: OptimizerArg,
+    /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Examples per training step.
     #[arg(long, default_value_t = 200)]
     pub batch_size: usize,
+    /// Device of the burn engine.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
 }
 
 impl MlpModelArgs {
@@ -74,11 +136,24 @@ impl MlpModelArgs {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
+        if self.engine == Engine::Manual {
+            if self.norm != NormArg::None || self.optimizer != OptimizerArg::Sgd {
+                bail!(
+                    "the manual engine's MLP trains without normalisation with SGD; use --engine burn for --norm and --optimizer"
+                );
+            }
+            if self.device != DeviceArg::Cpu {
+                bail!("the manual engine runs on the CPU; --device is for --engine burn");
+            }
+        }
+        if self.norm == NormArg::Batch && self.batch_size < 2 {
+            bail!("--norm batch needs --batch-size of at least 2");
+        }
         Ok(())
     }
 
-    /// The network these flags describe, for CIFAR-10 images.
-    pub fn config(&self) -> MlpConfig {
+    /// The manual engine's network for CIFAR-10 images (the original's N(0, 1e-4) weights).
+    pub fn manual_config(&self) -> MlpConfig {
         MlpConfig {
             inputs: IMAGE_BYTES,
             hidden: self.hidden.clone(),
@@ -86,6 +161,39 @@ impl MlpModelArgs {
             activation: self.activation.into(),
             init_std: 1e-4,
         }
+    }
+
+    /// The burn engine's network for CIFAR-10 images (PyTorch's default initialisation).
+    pub fn burn_config(&self) -> burn_models::MlpConfig {
+        burn_models::MlpConfig {
+            inputs: IMAGE_BYTES,
+            hidden: self.hidden.clone(),
+            classes: NUM_CLASSES,
+            activation: match self.activation {
+                ActivationArg::Relu => burn_models::Activation::Relu,
+                ActivationArg::Elu => burn_models::Activation::Elu,
+            },
+            norm: match self.norm {
+                NormArg::None => burn_models::Norm::None,
+                NormArg::Batch => burn_models::Norm::Batch,
+                NormArg::Layer => burn_models::Norm::Layer,
+            },
+        }
+    }
+
+    /// The burn model and its optimiser on an autodiff `device`, seeded.
+    pub fn burn_trainer(&self, device: burn::tensor::Device, seed: u64) -> ClassifierTrainer<burn_models::Mlp> {
+        device.seed(seed);
+        let model = self.burn_config().init(&device);
+        ClassifierTrainer::new(model, optimizer(self.optimizer), device)
+    }
+}
+
+/// The optimiser as the original configured it (PyTorch's defaults: Adam ε = 1e-8).
+pub fn optimizer(kind: OptimizerArg) -> burn::optim::ModuleOptimizer {
+    match kind {
+        OptimizerArg::Sgd => SgdConfig::new().init(),
+        OptimizerArg::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
     }
 }
 
@@ -111,7 +219,7 @@ pub struct MlpArgs {
     /// (only --steps, --json and --data may change).
     #[arg(long, value_name = "RUN")]
     #[serde(skip)]
-    pub resume: Option<std::path::PathBuf>,
+    pub resume: Option<PathBuf>,
 }
 
 impl MlpArgs {
@@ -124,101 +232,50 @@ impl MlpArgs {
     }
 }
 
-/// The checkpoint file in a run folder.
-const CHECKPOINT: &str = "checkpoint.safetensors";
-
 /// Test images per evaluation batch: large enough for fast products, small enough that the
 /// activations stay a few megabytes.
 const EVAL_BATCH: usize = 1000;
 
-/// The manual engine's MLP with its data pipeline.
+/// The manual engine's MLP with its data.
 struct ManualMlpTrainer {
     model: Mlp<f32>,
-    sgd: Sgd,
-    data: Cifar10,
-    /// Per-pixel mean of the training images, subtracted from every batch.
-    mean: Vec<f32>,
-    sampler: EpochSampler,
-    batch_size: usize,
-    /// `[batch, 3072]` input buffer, reused every step.
-    inputs: Array2<f32>,
-    labels: Vec<usize>,
-    /// `[EVAL_BATCH, 3072]` buffer for evaluation, allocated once.
-    eval_inputs: Array2<f32>,
-    eval_labels: Vec<usize>,
-}
-
-impl ManualMlpTrainer {
-    fn new(args: &MlpArgs, data: Cifar10) -> Self {
-        let mut rng = StdRng::seed_from_u64(args.seed);
-        let model = Mlp::new(args.model.config(), &mut rng);
-        let mean = data.train.mean_image();
-        let sampler = EpochSampler::new(data.train.len(), args.seed.wrapping_add(1));
-        ManualMlpTrainer {
-            model,
-            sgd: Sgd { lr: args.model.lr },
-            mean,
-            sampler,
-            batch_size: args.model.batch_size,
-            inputs: Array2::zeros((args.model.batch_size, IMAGE_BYTES)),
-            labels: vec![0; args.model.batch_size],
-            eval_inputs: Array2::zeros((EVAL_BATCH, IMAGE_BYTES)),
-            eval_labels: vec![0; EVAL_BATCH],
-            data,
-        }
-    }
+    lr: f64,
+    batches: CifarBatches,
 }
 
 impl Trainer for ManualMlpTrainer {
     fn train_step(&mut self, _step: usize) -> Result<f64> {
-        let indices = self.sampler.next_batch(self.batch_size);
-        let inputs = self.inputs.as_slice_mut().expect("contiguous");
-        self.data
-            .train
-            .fill_batch(indices, &self.mean, inputs, &mut self.labels);
-        let loss = self.model.sgd_step(self.inputs.view(), &self.labels, self.sgd.lr);
-        Ok(loss as f64)
+        let (images, labels) = self.batches.next_train();
+        let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
+        // Plain SGD, its update fused into the backward pass.
+        Ok(self.model.sgd_step(x, labels, self.lr) as f64)
     }
 
     fn evaluate(&mut self) -> Result<f64> {
-        let test = &self.data.test;
-        let all: Vec<usize> = (0..test.len()).collect();
-        let mut correct = 0;
-        for chunk in all.chunks(EVAL_BATCH) {
-            let n = chunk.len();
-            let inputs = &mut self.eval_inputs.as_slice_mut().expect("contiguous")[..n * IMAGE_BYTES];
-            let labels = &mut self.eval_labels[..n];
-            test.fill_batch(chunk, &self.mean, inputs, labels);
-            correct += self
-                .model
-                .count_correct(self.eval_inputs.slice(ndarray::s![..n, ..]), labels);
-        }
-        Ok(correct as f64 / test.len() as f64)
+        let model = &mut self.model;
+        let correct = self.batches.sum_over_test(EVAL_BATCH, |images, labels| {
+            let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
+            Ok(model.count_correct(x, labels))
+        })?;
+        Ok(correct as f64 / self.batches.test_len() as f64)
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
-        let meta = HashMap::from([
-            ("step".to_owned(), step.to_string()),
-            ("model".to_owned(), "mlp".to_owned()),
-            ("engine".to_owned(), "manual".to_owned()),
-        ]);
-        save_params(&dir.join(CHECKPOINT), &self.model.parameters(), meta)
+        save_params(
+            &dir.join(CHECKPOINT),
+            &self.model.parameters(),
+            metadata(step, "mlp", "manual"),
+        )
     }
 
     fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
-        let path = dir.join(CHECKPOINT);
-        let checkpoint = load_params(&path)?;
-        let step: usize = checkpoint
-            .metadata
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("{}: no step in the checkpoint's metadata", path.display()))?;
-        restore_params(&path, &checkpoint, self.model.parameters())?;
-        // SGD keeps no state; the batch order is replayed so the run continues exactly as
-        // an uninterrupted one would.
-        for _ in 0..step {
-            self.sampler.next_batch(self.batch_size);
-        }
+        let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
+        checkpoint.expect("mlp", "manual")?;
+        let step = checkpoint.step()?;
+        checkpoint.restore_params(self.model.parameters())?;
+        // SGD keeps no state; the batch order is replayed so the run continues exactly as an
+        // uninterrupted one would.
+        self.batches.skip(step);
         Ok(step)
     }
 }
@@ -231,91 +288,68 @@ pub fn run(args: &MlpArgs) -> Result<()> {
         None => args.clone(),
     };
     args.model.validate()?;
-    let steps = args.steps();
-    if steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    if args.eval_every == 0 {
-        bail!("--eval-every must be at least 1");
-    }
     let data = load_cifar10(&args.data)?;
-    if args.model.batch_size > data.train.len() {
-        bail!(
-            "--batch-size {} is larger than the training set ({} images)",
-            args.model.batch_size,
-            data.train.len()
-        );
-    }
-    let mut trainer = match args.model.engine {
-        Engine::Manual => ManualMlpTrainer::new(args, data),
-    };
-    let (mut run, history) = match &args.resume {
-        Some(dir) => {
-            let step = trainer.restore_checkpoint(dir)?;
-            if step >= steps {
-                bail!(
-                    "{} already trained {step} steps; ask for more with --steps",
-                    dir.display()
-                );
-            }
-            RunFolder::reopen(dir, step)?
+    // The data order has its own seed, derived from --seed, so that it does not depend on how
+    // many random numbers the initialisation drew.
+    let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
+    let mut trainer: Box<dyn Trainer> = match args.model.engine {
+        Engine::Manual => Box::new(ManualMlpTrainer {
+            model: Mlp::new(args.model.manual_config(), &mut StdRng::seed_from_u64(args.seed)),
+            lr: args.model.lr,
+            batches,
+        }),
+        Engine::Burn => {
+            let device = args.model.device.device()?.autodiff();
+            Box::new(BurnCifarTrainer::new(
+                args.model.burn_trainer(device, args.seed),
+                batches,
+                args.model.lr,
+                EVAL_BATCH,
+                "mlp",
+                |n| [n, IMAGE_BYTES],
+            ))
         }
-        None => (RunFolder::create(args.run.out.as_deref(), "mlp")?, History::default()),
     };
-    run.write_config(&MlpArgs {
+    let steps = args.steps();
+    let experiment = Experiment {
+        name: "mlp",
+        engine: args.model.engine.name(),
+        schedule: Schedule {
+            steps,
+            eval_every: args.eval_every,
+        },
+        resume: args.resume.as_deref(),
+        out: args.run.out.as_deref(),
+        json: args.run.json,
+    };
+    let config = MlpArgs {
         steps: Some(steps),
         ..args.clone()
-    })?;
-    let schedule = Schedule {
-        steps,
-        eval_every: args.eval_every,
     };
-    let history = run_training(&mut trainer, schedule, &mut run, "mlp", history)?;
-    let (best_step, best) = history.best_accuracy();
-    let wall_s = clock.seconds();
-    let summary = json!({
-        "experiment": "mlp",
-        "engine": args.model.engine,
+    let extra = json!({
         "hidden": args.model.hidden,
         "activation": args.model.activation,
+        "norm": args.model.norm,
+        "optimizer": args.model.optimizer,
         "lr": args.model.lr,
         "batch_size": args.model.batch_size,
         "seed": args.seed,
-        "steps": steps,
-        "test_accuracy": history.final_accuracy(),
-        "best_test_accuracy": best,
-        "best_step": best_step,
-        "final_train_loss": history.losses.last().map(|l| l.1),
-        "wall_s": wall_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "run_dir": run.dir(),
     });
-    let human = format!(
-        "mlp ({:?} engine): test accuracy {:.4} after {steps} steps (best {:.4} at step {best_step}), {wall_s:.1} s; run folder {}",
-        args.model.engine,
-        history.final_accuracy(),
-        best,
-        run.dir().display()
-    );
-    report(&human, &summary, args.run.json);
+    run_experiment(&experiment, &config, trainer.as_mut(), extra, &clock)?;
     Ok(())
 }
 
 /// The configuration saved in the run folder `dir`, with what may change on resume taken
 /// from the command line.
 fn resumed_args(cli: &MlpArgs, dir: &Path) -> Result<MlpArgs> {
-    let path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", path.display()))?;
-    let mut saved: MlpArgs = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{} is not an mlp run's configuration: {e}", path.display()))?;
+    let mut saved: MlpArgs = saved_config(dir, "mlp")?;
     saved.resume = Some(dir.to_path_buf());
     saved.run.json = cli.run.json;
     saved.run.out = Some(dir.to_path_buf());
     if cli.steps.is_some() {
         saved.steps = cli.steps;
     }
-    if cli.data.data != std::path::Path::new(crate::download::DEFAULT_CIFAR10_DIR) {
+    if cli.data.data != Path::new(DEFAULT_CIFAR10_DIR) {
         saved.data = cli.data.clone();
     }
     Ok(saved)

@@ -266,6 +266,90 @@ pub fn run_training(
     Ok(history)
 }
 
+/// What [`run_experiment`] needs besides the trainer and the configuration.
+pub struct Experiment<'a> {
+    /// `mlp`, `cnn`, …: the run folder's prefix and the summary's `experiment`.
+    pub name: &'a str,
+    /// `manual` or `burn`.
+    pub engine: &'a str,
+    pub schedule: Schedule,
+    /// Continue the run in this folder from its checkpoint.
+    pub resume: Option<&'a Path>,
+    /// Run folder of a new run (default `runs/<name>-<timestamp>`).
+    pub out: Option<&'a Path>,
+    /// End with the JSON summary line.
+    pub json: bool,
+}
+
+/// Runs an experiment start to finish: restores the checkpoint and reopens the run folder
+/// on resume (or creates a new folder), writes `config.json`, trains on the schedule, and
+/// reports the summary (with `extra`'s fields added). `clock` started with the command.
+pub fn run_experiment(
+    exp: &Experiment<'_>,
+    config: &impl Serialize,
+    trainer: &mut dyn Trainer,
+    extra: serde_json::Value,
+    clock: &Stopwatch,
+) -> Result<History> {
+    let steps = exp.schedule.steps;
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if exp.schedule.eval_every == 0 {
+        bail!("--eval-every must be at least 1");
+    }
+    let (mut run, history) = match exp.resume {
+        Some(dir) => {
+            let step = trainer.restore_checkpoint(dir)?;
+            if step >= steps {
+                bail!(
+                    "{} already trained {step} steps; ask for more with --steps",
+                    dir.display()
+                );
+            }
+            RunFolder::reopen(dir, step)?
+        }
+        None => (RunFolder::create(exp.out, exp.name)?, History::default()),
+    };
+    run.write_config(config)?;
+    let history = run_training(trainer, exp.schedule, &mut run, exp.name, history)?;
+    let (best_step, best) = history.best_accuracy();
+    let wall_s = clock.seconds();
+    let mut summary = serde_json::json!({
+        "experiment": exp.name,
+        "engine": exp.engine,
+        "steps": steps,
+        "test_accuracy": history.final_accuracy(),
+        "best_test_accuracy": best,
+        "best_step": best_step,
+        "final_train_loss": history.losses.last().map(|l| l.1),
+        "wall_s": wall_s,
+        "peak_rss_mb": peak_rss_mb(),
+        "run_dir": run.dir(),
+    });
+    if let (Some(summary), serde_json::Value::Object(extra)) = (summary.as_object_mut(), extra) {
+        summary.extend(extra);
+    }
+    let human = format!(
+        "{} ({} engine): test accuracy {:.4} after {steps} steps (best {best:.4} at step {best_step}), {wall_s:.1} s; \
+         run folder {}",
+        exp.name,
+        exp.engine,
+        history.final_accuracy(),
+        run.dir().display()
+    );
+    report(&human, &summary, exp.json);
+    Ok(history)
+}
+
+/// The configuration saved in run folder `dir` by an earlier run of `experiment`.
+pub fn saved_config<T: serde::de::DeserializeOwned>(dir: &Path, experiment: &str) -> Result<T> {
+    let path = dir.join("config.json");
+    let text = fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot resume from {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a {experiment} run's configuration: {e}", path.display()))
+}
+
 /// Peak resident memory of this process so far, in MB (Linux; `None` elsewhere).
 pub fn peak_rss_mb() -> Option<f64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;

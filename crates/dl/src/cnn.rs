@@ -1,0 +1,145 @@
+//! `dl cnn`: the write-up's pre-activation residual CNN on CIFAR-10 (NCHW, mean-subtracted
+//! images), on the burn engine with Adam.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use burn_models::Cnn;
+use burn_models::train::ClassifierTrainer;
+use clap::Args;
+use data::{IMAGE_CHANNELS, IMAGE_SIDE, NUM_CLASSES};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::burn_trainer::BurnCifarTrainer;
+use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
+use crate::download::DEFAULT_CIFAR10_DIR;
+use crate::mlp::{DeviceArg, OptimizerArg, optimizer};
+use crate::runner::{Experiment, RunArgs, Schedule, Stopwatch, run_experiment, saved_config};
+
+/// The model and optimiser flags, shared by `dl cnn` and `dl bench cnn`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct CnnModelArgs {
+    /// Learning rate (Adam).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Images per training step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Device of the burn engine.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+impl CnnModelArgs {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.batch_size < 2 {
+            bail!("--batch-size must be at least 2 (BatchNorm needs batch statistics)");
+        }
+        Ok(())
+    }
+
+    /// The network and Adam on an autodiff `device`, seeded.
+    pub fn trainer(&self, device: burn::tensor::Device, seed: u64) -> ClassifierTrainer<Cnn> {
+        device.seed(seed);
+        let model = Cnn::new(NUM_CLASSES, &device);
+        ClassifierTrainer::new(model, optimizer(OptimizerArg::Adam), device)
+    }
+}
+
+/// The input shape of a batch of `n` images.
+pub fn nchw(n: usize) -> [usize; 4] {
+    [n, IMAGE_CHANNELS, IMAGE_SIDE, IMAGE_SIDE]
+}
+
+/// Arguments of `dl cnn`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct CnnArgs {
+    #[command(flatten)]
+    pub model: CnnModelArgs,
+    /// Training steps [default: 5000; with --resume, the resumed run's].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Evaluate on the whole test set every this many steps (and after the last).
+    #[arg(long, default_value_t = 500)]
+    pub eval_every: usize,
+    /// Seed of the initial weights and the batch order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub data: CifarArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Continue the run in this folder from its last checkpoint (weights and Adam state),
+    /// with its configuration (only --steps, --json and --data may change).
+    #[arg(long, value_name = "RUN")]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+}
+
+/// Test images per evaluation batch.
+const EVAL_BATCH: usize = 250;
+
+/// `dl cnn`
+pub fn run(args: &CnnArgs) -> Result<()> {
+    let clock = Stopwatch::start();
+    let args = &match &args.resume {
+        Some(dir) => resumed_args(args, dir)?,
+        None => args.clone(),
+    };
+    args.model.validate()?;
+    let device = args.model.device.device()?.autodiff();
+    let data = load_cifar10(&args.data)?;
+    let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
+    let mut trainer = BurnCifarTrainer::new(
+        args.model.trainer(device, args.seed),
+        batches,
+        args.model.lr,
+        EVAL_BATCH,
+        "cnn",
+        nchw,
+    );
+    let steps = args.steps.unwrap_or(5000);
+    let experiment = Experiment {
+        name: "cnn",
+        engine: "burn",
+        schedule: Schedule {
+            steps,
+            eval_every: args.eval_every,
+        },
+        resume: args.resume.as_deref(),
+        out: args.run.out.as_deref(),
+        json: args.run.json,
+    };
+    let config = CnnArgs {
+        steps: Some(steps),
+        ..args.clone()
+    };
+    let extra = json!({
+        "lr": args.model.lr,
+        "batch_size": args.model.batch_size,
+        "device": args.model.device,
+        "seed": args.seed,
+    });
+    run_experiment(&experiment, &config, &mut trainer, extra, &clock)?;
+    Ok(())
+}
+
+/// The configuration saved in the run folder `dir`, with what may change on resume taken
+/// from the command line.
+fn resumed_args(cli: &CnnArgs, dir: &Path) -> Result<CnnArgs> {
+    let mut saved: CnnArgs = saved_config(dir, "cnn")?;
+    saved.resume = Some(dir.to_path_buf());
+    saved.run.json = cli.run.json;
+    saved.run.out = Some(dir.to_path_buf());
+    if cli.steps.is_some() {
+        saved.steps = cli.steps;
+    }
+    if cli.data.data != Path::new(DEFAULT_CIFAR10_DIR) {
+        saved.data = cli.data.clone();
+    }
+    Ok(saved)
+}
