@@ -91,6 +91,11 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         None => args.clone(),
     };
     args.model.validate()?;
+    let schedule = Schedule {
+        steps: args.steps.unwrap_or(5000),
+        eval_every: args.eval_every,
+    };
+    schedule.validate()?;
     let device = args.model.device.device()?.autodiff();
     let data = load_cifar10(&args.data)?;
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
@@ -102,14 +107,11 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         "cnn",
         nchw,
     );
-    let steps = args.steps.unwrap_or(5000);
+    let steps = schedule.steps;
     let experiment = Experiment {
         name: "cnn",
         engine: "burn",
-        schedule: Schedule {
-            steps,
-            eval_every: args.eval_every,
-        },
+        schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
         json: args.run.json,

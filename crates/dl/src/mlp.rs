@@ -288,6 +288,11 @@ pub fn run(args: &MlpArgs) -> Result<()> {
         None => args.clone(),
     };
     args.model.validate()?;
+    let schedule = Schedule {
+        steps: args.steps(),
+        eval_every: args.eval_every,
+    };
+    schedule.validate()?;
     let data = load_cifar10(&args.data)?;
     // The data order has its own seed, derived from --seed, so that it does not depend on how
     // many random numbers the initialisation drew.
@@ -310,14 +315,11 @@ pub fn run(args: &MlpArgs) -> Result<()> {
             ))
         }
     };
-    let steps = args.steps();
+    let steps = schedule.steps;
     let experiment = Experiment {
         name: "mlp",
         engine: args.model.engine.name(),
-        schedule: Schedule {
-            steps,
-            eval_every: args.eval_every,
-        },
+        schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
         json: args.run.json,

@@ -170,6 +170,17 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// Checks the flags the schedule came from.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 {
+            bail!("--steps must be at least 1");
+        }
+        if self.eval_every == 0 {
+            bail!("--eval-every must be at least 1");
+        }
+        Ok(())
+    }
+
     /// Evaluations follow steps `eval_every`, `2·eval_every`, … and the last step.
     pub fn evaluates_after(&self, step: usize) -> bool {
         step.is_multiple_of(self.eval_every) || step == self.steps
@@ -292,12 +303,6 @@ pub fn run_experiment(
     clock: &Stopwatch,
 ) -> Result<History> {
     let steps = exp.schedule.steps;
-    if steps == 0 {
-        bail!("--steps must be at least 1");
-    }
-    if exp.schedule.eval_every == 0 {
-        bail!("--eval-every must be at least 1");
-    }
     let (mut run, history) = match exp.resume {
         Some(dir) => {
             let step = trainer.restore_checkpoint(dir)?;
