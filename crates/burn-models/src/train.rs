@@ -9,6 +9,9 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
+use burn::module::{ModuleVisitor, Param};
+
+use crate::rnn::{CharLstm, SequenceClassifier};
 use crate::{Cnn, Mlp};
 
 /// The devices a build can train on, by command-line name.
@@ -34,27 +37,55 @@ fn gpu_device() -> Result<Device, String> {
     Err("this build has no GPU support: rebuild with `--features gpu` (burn's wgpu backend)".into())
 }
 
-/// A model that maps a batch of `D`-dimensional inputs to class logits.
-pub trait Classifier<const D: usize>: Module + Sized {
-    /// Logits `[batch, classes]`.
-    fn logits(&self, x: Tensor<D>) -> Tensor<2>;
+/// A model that maps a batch of inputs to class logits `[N, classes]` (for sequence models,
+/// one row per position).
+pub trait Classifier: Module + Sized {
+    /// A batch of inputs.
+    type Input;
+    /// Logits `[N, classes]`.
+    fn logits(&self, x: Self::Input) -> Tensor<2>;
 }
 
-impl Classifier<2> for Mlp {
+impl Classifier for Mlp {
+    type Input = Tensor<2>;
     fn logits(&self, x: Tensor<2>) -> Tensor<2> {
         self.forward(x)
     }
 }
 
-impl Classifier<4> for Cnn {
+impl Classifier for Cnn {
+    type Input = Tensor<4>;
     fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward(x)
+    }
+}
+
+impl Classifier for SequenceClassifier {
+    type Input = Tensor<2, Int>;
+    fn logits(&self, x: Tensor<2, Int>) -> Tensor<2> {
+        self.forward(x)
+    }
+}
+
+/// Every position's next-character logits, `[B·T, V]`.
+impl Classifier for CharLstm {
+    type Input = Tensor<2, Int>;
+    fn logits(&self, x: Tensor<2, Int>) -> Tensor<2> {
+        let logits = self.forward(x, None).0;
+        let [b, t, v] = logits.dims();
+        logits.reshape([b * t, v])
     }
 }
 
 /// A float tensor of `shape` from `values` on `device`.
 pub fn float_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// Tokens `[rows, cols]` as an integer tensor.
+pub fn tokens_tensor(tokens: &[usize], [rows, cols]: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let values: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(values, [rows, cols]), device)
 }
 
 /// Class targets as an integer tensor.
@@ -69,6 +100,19 @@ pub struct ClassifierTrainer<M> {
     model: Option<M>,
     optimizer: ModuleOptimizer,
     device: Device,
+    /// Scale the gradients down to this global L2 norm when they exceed it.
+    max_norm: Option<f64>,
+}
+
+/// What a training step measured.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutput {
+    /// Mean cross-entropy.
+    pub loss: f32,
+    /// Rows whose largest logit is the target.
+    pub correct: usize,
+    /// Rows.
+    pub count: usize,
 }
 
 impl<M> ClassifierTrainer<M> {
@@ -78,7 +122,15 @@ impl<M> ClassifierTrainer<M> {
             model: Some(model),
             optimizer,
             device,
+            max_norm: None,
         }
+    }
+
+    /// Clips the gradients to a global L2 norm of `max_norm` before each update, like
+    /// PyTorch's `clip_grad_norm_` (burn's own clipping works tensor by tensor).
+    pub fn with_max_norm(mut self, max_norm: Option<f64>) -> Self {
+        self.max_norm = max_norm;
+        self
     }
 
     /// The training device (with autodiff).
@@ -98,21 +150,32 @@ impl<M> ClassifierTrainer<M> {
 }
 
 impl<M: Module> ClassifierTrainer<M> {
-    /// One step: forward, mean cross-entropy, backward, optimiser update at learning rate
-    /// `lr`. Returns the loss.
-    pub fn step<const D: usize>(&mut self, x: Tensor<D>, targets: Tensor<1, Int>, lr: f64) -> f32
+    /// One step: forward, mean cross-entropy, backward, gradient clipping, optimiser update
+    /// at learning rate `lr`.
+    pub fn step(&mut self, x: M::Input, targets: Tensor<1, Int>, lr: f64) -> StepOutput
     where
-        M: Classifier<D>,
+        M: Classifier,
     {
         let model = self.model.take().expect("model present between steps");
         let logits = model.logits(x);
+        let count = logits.dims()[0];
+        let predicted = logits.clone().detach().argmax(1).reshape([count]);
+        let correct = predicted.equal(targets.clone()).int().sum();
         let loss = CrossEntropyLossConfig::new()
             .init(&self.device)
             .forward(logits, targets);
         let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let correct = correct.into_scalar::<i64>() as usize;
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if let Some(max_norm) = self.max_norm {
+            clip_global_norm(&model, &mut grads, max_norm);
+        }
         self.model = Some(self.optimizer.step(lr, model, grads));
-        value
+        StepOutput {
+            loss: value,
+            correct,
+            count,
+        }
     }
 
     /// The model for evaluation: on the inner device, with BatchNorm on running statistics.
@@ -154,4 +217,31 @@ pub fn count_correct(logits: Tensor<2>, targets: &[usize]) -> usize {
         .zip(targets)
         .filter(|(p, t)| **p as usize == **t)
         .count()
+}
+
+/// Scales every gradient of `model` by `max_norm / ‖g‖` when the global norm `‖g‖` (over all
+/// parameters together) exceeds `max_norm`.
+fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) {
+    struct SquaredNorm<'a>(&'a GradientsParams, f64);
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(param.id) {
+                self.1 += g.square().sum().into_scalar::<f64>();
+            }
+        }
+    }
+    struct Scale<'a>(&'a mut GradientsParams, f64);
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.0.remove::<D>(param.id) {
+                self.0.register(param.id, g * self.1);
+            }
+        }
+    }
+    let mut norm = SquaredNorm(grads, 0.0);
+    model.visit(&mut norm);
+    let norm = norm.1.sqrt();
+    if norm > max_norm {
+        model.visit(&mut Scale(grads, max_norm / (norm + 1e-6)));
+    }
 }

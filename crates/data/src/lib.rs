@@ -1,5 +1,5 @@
 //! Data for the `dl` experiments: the CIFAR-10 binary layout (reader and downloader),
-//! seeded mini-batching, and (later) synthetic sequence tasks and character corpora.
+//! seeded mini-batching, synthetic sequence tasks and character corpora.
 //!
 //! Nothing here knows about models: images leave this crate as `u8` records or as
 //! mean-subtracted `f32` batches written into a caller's buffer.
@@ -8,6 +8,8 @@ pub mod batching;
 pub mod cifar10;
 pub mod download;
 mod error;
+pub mod sequences;
+pub mod text;
 
 pub use batching::EpochSampler;
 pub use cifar10::{

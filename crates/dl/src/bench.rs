@@ -143,7 +143,7 @@ fn synthetic_batch(rng: &mut StdRng, batch: usize) -> (Vec<f32>, Vec<usize>) {
 }
 
 /// Times a burn classifier's step on one synthetic batch.
-fn time_burn<M: Classifier<D>, const D: usize>(
+fn time_burn<M: Classifier<Input = burn::prelude::Tensor<D>>, const D: usize>(
     mut trainer: ClassifierTrainer<M>,
     images: Vec<f32>,
     labels: &[usize],

@@ -3,11 +3,12 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
+use burn::prelude::Tensor;
 use burn_models::train::{Classifier, ClassifierTrainer, count_correct, float_tensor, targets_tensor};
 
 use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs};
 use crate::cifar::CifarBatches;
-use crate::runner::Trainer;
+use crate::runner::{Evaluation, StepMetrics, Trainer};
 
 /// A burn classifier, its optimiser and its data.
 pub struct BurnCifarTrainer<M, const D: usize> {
@@ -42,23 +43,26 @@ impl<M, const D: usize> BurnCifarTrainer<M, D> {
     }
 }
 
-impl<M: Classifier<D>, const D: usize> Trainer for BurnCifarTrainer<M, D> {
-    fn train_step(&mut self, _step: usize) -> Result<f64> {
+impl<M: Classifier<Input = Tensor<D>>, const D: usize> Trainer for BurnCifarTrainer<M, D> {
+    fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
         let device = self.trainer.device().clone();
         let (images, labels) = self.batches.next_train();
         let x = float_tensor(images.to_vec(), (self.shape)(labels.len()), &device);
         let y = targets_tensor(labels, &device);
-        Ok(self.trainer.step(x, y, self.lr) as f64)
+        Ok((self.trainer.step(x, y, self.lr).loss as f64).into())
     }
 
-    fn evaluate(&mut self) -> Result<f64> {
+    fn evaluate(&mut self) -> Result<Evaluation> {
         let model = self.trainer.eval_model();
         let device = self.trainer.eval_device();
         let correct = self.batches.sum_over_test(self.eval_batch, |images, labels| {
             let x = float_tensor(images.to_vec(), (self.shape)(labels.len()), &device);
             Ok(count_correct(model.logits(x), labels))
         })?;
-        Ok(correct as f64 / self.batches.test_len() as f64)
+        Ok(Evaluation::from([(
+            "test_accuracy".to_owned(),
+            correct as f64 / self.batches.test_len() as f64,
+        )]))
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {

@@ -91,10 +91,7 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         None => args.clone(),
     };
     args.model.validate()?;
-    let schedule = Schedule {
-        steps: args.steps.unwrap_or(5000),
-        eval_every: args.eval_every,
-    };
+    let schedule = Schedule::new(args.steps.unwrap_or(5000), args.eval_every);
     schedule.validate()?;
     let device = args.model.device.device()?.autodiff();
     let data = load_cifar10(&args.data)?;
@@ -114,7 +111,6 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
-        json: args.run.json,
     };
     let config = CnnArgs {
         steps: Some(steps),
@@ -126,7 +122,7 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         "device": args.model.device,
         "seed": args.seed,
     });
-    run_experiment(&experiment, &config, &mut trainer, extra, &clock)?;
+    run_experiment(&experiment, &config, &mut trainer, extra, &clock, args.run.json)?;
     Ok(())
 }
 

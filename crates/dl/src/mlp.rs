@@ -19,7 +19,9 @@ use crate::burn_trainer::BurnCifarTrainer;
 use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_params};
 use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
 use crate::download::DEFAULT_CIFAR10_DIR;
-use crate::runner::{Experiment, RunArgs, Schedule, Stopwatch, Trainer, run_experiment, saved_config};
+use crate::runner::{
+    Evaluation, Experiment, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, run_experiment, saved_config,
+};
 
 /// Which implementation trains the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -244,20 +246,23 @@ struct ManualMlpTrainer {
 }
 
 impl Trainer for ManualMlpTrainer {
-    fn train_step(&mut self, _step: usize) -> Result<f64> {
+    fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
         let (images, labels) = self.batches.next_train();
         let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
         // Plain SGD, its update fused into the backward pass.
-        Ok(self.model.sgd_step(x, labels, self.lr) as f64)
+        Ok((self.model.sgd_step(x, labels, self.lr) as f64).into())
     }
 
-    fn evaluate(&mut self) -> Result<f64> {
+    fn evaluate(&mut self) -> Result<Evaluation> {
         let model = &mut self.model;
         let correct = self.batches.sum_over_test(EVAL_BATCH, |images, labels| {
             let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
             Ok(model.count_correct(x, labels))
         })?;
-        Ok(correct as f64 / self.batches.test_len() as f64)
+        Ok(Evaluation::from([(
+            "test_accuracy".to_owned(),
+            correct as f64 / self.batches.test_len() as f64,
+        )]))
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
@@ -288,10 +293,7 @@ pub fn run(args: &MlpArgs) -> Result<()> {
         None => args.clone(),
     };
     args.model.validate()?;
-    let schedule = Schedule {
-        steps: args.steps(),
-        eval_every: args.eval_every,
-    };
+    let schedule = Schedule::new(args.steps(), args.eval_every);
     schedule.validate()?;
     let data = load_cifar10(&args.data)?;
     // The data order has its own seed, derived from --seed, so that it does not depend on how
@@ -322,7 +324,6 @@ pub fn run(args: &MlpArgs) -> Result<()> {
         schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
-        json: args.run.json,
     };
     let config = MlpArgs {
         steps: Some(steps),
@@ -337,7 +338,7 @@ pub fn run(args: &MlpArgs) -> Result<()> {
         "batch_size": args.model.batch_size,
         "seed": args.seed,
     });
-    run_experiment(&experiment, &config, trainer.as_mut(), extra, &clock)?;
+    run_experiment(&experiment, &config, trainer.as_mut(), extra, &clock, args.run.json)?;
     Ok(())
 }
 

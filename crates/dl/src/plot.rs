@@ -23,8 +23,9 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// Draws the two panels into a 900×800 PNG at `path`.
-pub fn draw_curves(path: &Path, title: &str, series: &[Series]) -> Result<()> {
+/// Draws the two panels into a 900×800 PNG at `path`; `accuracy` names the upper panel's
+/// figure ("test accuracy", "training accuracy").
+pub fn draw_curves(path: &Path, title: &str, accuracy: &str, series: &[Series]) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("{}: {e}", path.display());
     let root = BitMapBackend::new(path, (900, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -45,7 +46,7 @@ pub fn draw_curves(path: &Path, title: &str, series: &[Series]) -> Result<()> {
         .max(1e-3);
 
     let mut acc_chart = ChartBuilder::on(&top)
-        .caption(format!("{title}: test accuracy"), ("sans-serif", 22))
+        .caption(format!("{title}: {accuracy}"), ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -117,7 +118,7 @@ mod tests {
             losses: (1..=50).map(|i| (i, 2.0 / i as f64)).collect(),
             accuracies: vec![(10, 0.2), (50, 0.6)],
         };
-        draw_curves(&path, "test", &[s.clone(), s]).unwrap();
+        draw_curves(&path, "test", "test accuracy", &[s.clone(), s]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
     }

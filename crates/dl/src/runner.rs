@@ -11,6 +11,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::plot::{Series, draw_curves};
 
 /// Where a run writes and how it reports.
@@ -76,10 +78,7 @@ impl RunFolder {
             if record.step > step {
                 break;
             }
-            history.losses.push((record.step, record.train_loss));
-            if let Some(a) = record.test_accuracy {
-                history.accuracies.push((record.step, a));
-            }
+            history.push(&record);
             kept.push_str(line);
             kept.push('\n');
         }
@@ -140,21 +139,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Named evaluation figures (`test_accuracy`, `valid_bits_per_char`, …).
+pub type Evaluation = BTreeMap<String, f64>;
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricRecord {
     pub step: usize,
     pub train_loss: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
+    /// The evaluation after this step, if there was one.
+    #[serde(flatten)]
+    pub eval: Evaluation,
+}
+
+/// What one training step measured.
+#[derive(Debug, Clone, Copy)]
+pub struct StepMetrics {
+    pub loss: f64,
+    /// Accuracy on the step's own batch, where the experiment tracks it.
+    pub accuracy: Option<f64>,
+}
+
+impl From<f64> for StepMetrics {
+    fn from(loss: f64) -> Self {
+        StepMetrics { loss, accuracy: None }
+    }
 }
 
 /// What the shared loop needs from an experiment.
 pub trait Trainer {
-    /// Runs optimisation step `step` (1-based) and returns its training loss.
-    fn train_step(&mut self, step: usize) -> Result<f64>;
-    /// Accuracy on the whole test set.
-    fn evaluate(&mut self) -> Result<f64>;
+    /// Runs optimisation step `step` (1-based).
+    fn train_step(&mut self, step: usize) -> Result<StepMetrics>;
+    /// Figures on held-out data.
+    fn evaluate(&mut self) -> Result<Evaluation>;
+    /// Work an experiment does after some steps (text samples), in the run folder `dir`.
+    fn after_step(&mut self, _step: usize, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
     /// Saves what is needed to continue or reuse the model into `dir` (atomically).
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()>;
     /// Loads the checkpoint in `dir` and puts the data pipeline where it was; returns the
@@ -165,11 +188,23 @@ pub trait Trainer {
 /// How long to train and how often to evaluate.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
+    /// Steps at most.
     pub steps: usize,
     pub eval_every: usize,
+    /// Stop early once the training accuracy has been 1.0 for this many steps in a row.
+    pub early_stop: Option<usize>,
 }
 
 impl Schedule {
+    /// A fixed number of steps with evaluations every `eval_every`.
+    pub fn new(steps: usize, eval_every: usize) -> Self {
+        Schedule {
+            steps,
+            eval_every,
+            early_stop: None,
+        }
+    }
+
     /// Checks the flags the schedule came from.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 {
@@ -178,12 +213,31 @@ impl Schedule {
         if self.eval_every == 0 {
             bail!("--eval-every must be at least 1");
         }
+        if self.early_stop == Some(0) {
+            bail!("the early-stopping window must be at least 1 step");
+        }
         Ok(())
     }
 
     /// Evaluations follow steps `eval_every`, `2·eval_every`, … and the last step.
     pub fn evaluates_after(&self, step: usize) -> bool {
         step.is_multiple_of(self.eval_every) || step == self.steps
+    }
+
+    /// Whether the training accuracies so far call for stopping.
+    fn stops_early(&self, history: &History) -> bool {
+        match self.early_stop {
+            Some(window) => {
+                history.train_accuracies.len() >= window
+                    && history
+                        .train_accuracies
+                        .iter()
+                        .rev()
+                        .take(window)
+                        .all(|&(_, a)| a >= 1.0)
+            }
+            None => false,
+        }
     }
 }
 
@@ -192,24 +246,71 @@ impl Schedule {
 pub struct History {
     /// `(step, training loss)` for every step.
     pub losses: Vec<(usize, f64)>,
-    /// `(step, test accuracy)` for every evaluation.
-    pub accuracies: Vec<(usize, f64)>,
+    /// `(step, accuracy on the step's batch)` where tracked.
+    pub train_accuracies: Vec<(usize, f64)>,
+    /// `(step, figures)` of every evaluation.
+    pub evals: Vec<(usize, Evaluation)>,
 }
 
 impl History {
+    fn push(&mut self, record: &MetricRecord) {
+        self.losses.push((record.step, record.train_loss));
+        if let Some(a) = record.train_accuracy {
+            self.train_accuracies.push((record.step, a));
+        }
+        if !record.eval.is_empty() {
+            self.evals.push((record.step, record.eval.clone()));
+        }
+    }
+
+    /// The steps run.
+    pub fn steps(&self) -> usize {
+        self.losses.last().map_or(0, |l| l.0)
+    }
+
+    /// `(step, value)` of an evaluation figure.
+    pub fn eval_series(&self, name: &str) -> Vec<(usize, f64)> {
+        self.evals
+            .iter()
+            .filter_map(|(s, e)| e.get(name).map(|&v| (*s, v)))
+            .collect()
+    }
+
+    /// The figure of the last evaluation.
+    pub fn final_eval(&self, name: &str) -> Option<f64> {
+        self.eval_series(name).last().map(|p| p.1)
+    }
+
     /// Accuracy of the last evaluation.
     pub fn final_accuracy(&self) -> f64 {
-        self.accuracies.last().map_or(f64::NAN, |a| a.1)
+        self.final_eval("test_accuracy").unwrap_or(f64::NAN)
     }
 
     /// Best accuracy of any evaluation, and its step.
     pub fn best_accuracy(&self) -> (usize, f64) {
-        self.accuracies.iter().copied().fold(
-            (0, f64::NAN),
-            |best, a| {
-                if best.1.is_nan() || a.1 > best.1 { a } else { best }
-            },
-        )
+        self.eval_series("test_accuracy")
+            .into_iter()
+            .fold(
+                (0, f64::NAN),
+                |best, a| if best.1.is_nan() || a.1 > best.1 { a } else { best },
+            )
+    }
+
+    /// The curves to draw: test accuracy where evaluations measured it, else the training
+    /// accuracy per step; with the panel's name.
+    pub fn series(&self, label: &str) -> (Series, &'static str) {
+        let test = self.eval_series("test_accuracy");
+        let (accuracies, name) = if test.is_empty() {
+            (self.train_accuracies.clone(), "training accuracy")
+        } else {
+            (test, "test accuracy")
+        };
+        let series = Series {
+            label: label.to_owned(),
+            losses: self.losses.clone(),
+            accuracies,
+        };
+        (series, name)
     }
 }
 
@@ -225,8 +326,8 @@ pub fn progress_bar(len: u64, prefix: &str) -> ProgressBar {
 }
 
 /// The one training loop: steps after those in `history` (empty for a fresh run) up to
-/// `schedule.steps`, evaluation and checkpoint on the schedule, one metrics line per step,
-/// a progress bar, and `curves.png` at the end.
+/// `schedule.steps` (or until early stopping), evaluation and checkpoint on the schedule, one
+/// metrics line per step, a progress bar, and `curves.png` at the end.
 pub fn run_training(
     trainer: &mut dyn Trainer,
     schedule: Schedule,
@@ -234,44 +335,52 @@ pub fn run_training(
     title: &str,
     mut history: History,
 ) -> Result<History> {
-    let first = history.losses.last().map_or(1, |l| l.0 + 1);
+    let first = history.steps() + 1;
     let bar = progress_bar(schedule.steps as u64, title);
     bar.set_position(first as u64 - 1);
-    let mut last_accuracy = history.accuracies.last().map(|a| a.1);
+    let mut last_eval = history.evals.last().map(|e| e.1.clone()).unwrap_or_default();
     for step in first..=schedule.steps {
-        let loss = trainer.train_step(step)?;
-        if !loss.is_finite() {
+        let metrics = trainer.train_step(step)?;
+        if !metrics.loss.is_finite() {
             bar.abandon();
-            bail!("training diverged at step {step} (loss {loss}); try a smaller --lr");
+            bail!(
+                "training diverged at step {step} (loss {}); try a smaller --lr",
+                metrics.loss
+            );
         }
-        history.losses.push((step, loss));
         let mut record = MetricRecord {
             step,
-            train_loss: loss,
-            test_accuracy: None,
+            train_loss: metrics.loss,
+            train_accuracy: metrics.accuracy,
+            eval: Evaluation::new(),
         };
-        if schedule.evaluates_after(step) {
-            let accuracy = trainer.evaluate()?;
-            history.accuracies.push((step, accuracy));
-            record.test_accuracy = Some(accuracy);
-            last_accuracy = Some(accuracy);
+        history.push(&record);
+        let stop = schedule.stops_early(&history);
+        if schedule.evaluates_after(step) || stop {
+            record.eval = trainer.evaluate()?;
+            history.evals.push((step, record.eval.clone()));
+            last_eval = record.eval.clone();
             trainer.save_checkpoint(run.dir(), step)?;
         }
+        trainer.after_step(step, run.dir())?;
         run.log(&record)?;
         bar.set_position(step as u64);
-        bar.set_message(match last_accuracy {
-            Some(a) => format!("loss {loss:.4}  test acc {a:.4}"),
-            None => format!("loss {loss:.4}"),
-        });
+        let mut message = format!("loss {:.4}", metrics.loss);
+        if let Some(a) = metrics.accuracy {
+            message += &format!("  acc {a:.3}");
+        }
+        for (name, value) in &last_eval {
+            message += &format!("  {} {value:.4}", name.replace('_', " "));
+        }
+        bar.set_message(message);
+        if stop {
+            break;
+        }
     }
     bar.finish_and_clear();
     run.flush()?;
-    let series = Series {
-        label: title.to_owned(),
-        losses: history.losses.clone(),
-        accuracies: history.accuracies.clone(),
-    };
-    if let Err(e) = draw_curves(&run.path("curves.png"), title, &[series]) {
+    let (series, panel) = history.series(title);
+    if let Err(e) = draw_curves(&run.path("curves.png"), title, panel, &[series]) {
         eprintln!("warning: could not draw curves.png: {e:#}");
     }
     Ok(history)
@@ -288,25 +397,20 @@ pub struct Experiment<'a> {
     pub resume: Option<&'a Path>,
     /// Run folder of a new run (default `runs/<name>-<timestamp>`).
     pub out: Option<&'a Path>,
-    /// End with the JSON summary line.
-    pub json: bool,
 }
 
-/// Runs an experiment start to finish: restores the checkpoint and reopens the run folder
-/// on resume (or creates a new folder), writes `config.json`, trains on the schedule, and
-/// reports the summary (with `extra`'s fields added). `clock` started with the command.
-pub fn run_experiment(
+/// Trains an experiment start to finish: restores the checkpoint and reopens the run folder
+/// on resume (or creates a new folder), writes `config.json` and trains on the schedule.
+/// Returns the run folder and the history.
+pub fn train_experiment(
     exp: &Experiment<'_>,
     config: &impl Serialize,
     trainer: &mut dyn Trainer,
-    extra: serde_json::Value,
-    clock: &Stopwatch,
-) -> Result<History> {
-    let steps = exp.schedule.steps;
+) -> Result<(RunFolder, History)> {
     let (mut run, history) = match exp.resume {
         Some(dir) => {
             let step = trainer.restore_checkpoint(dir)?;
-            if step >= steps {
+            if step >= exp.schedule.steps {
                 bail!(
                     "{} already trained {step} steps; ask for more with --steps",
                     dir.display()
@@ -318,32 +422,61 @@ pub fn run_experiment(
     };
     run.write_config(config)?;
     let history = run_training(trainer, exp.schedule, &mut run, exp.name, history)?;
-    let (best_step, best) = history.best_accuracy();
-    let wall_s = clock.seconds();
-    let mut summary = serde_json::json!({
+    Ok((run, history))
+}
+
+/// The fields every summary starts with.
+pub fn summary(exp: &Experiment<'_>, run: &RunFolder, history: &History, clock: &Stopwatch) -> serde_json::Value {
+    serde_json::json!({
         "experiment": exp.name,
         "engine": exp.engine,
-        "steps": steps,
-        "test_accuracy": history.final_accuracy(),
-        "best_test_accuracy": best,
-        "best_step": best_step,
+        "steps": history.steps(),
         "final_train_loss": history.losses.last().map(|l| l.1),
-        "wall_s": wall_s,
+        "wall_s": clock.seconds(),
         "peak_rss_mb": peak_rss_mb(),
         "run_dir": run.dir(),
-    });
+    })
+}
+
+/// Adds `extra`'s fields to the summary object `summary`.
+pub fn extend(summary: &mut serde_json::Value, extra: serde_json::Value) {
     if let (Some(summary), serde_json::Value::Object(extra)) = (summary.as_object_mut(), extra) {
         summary.extend(extra);
     }
+}
+
+/// Runs a CIFAR-10 classification experiment start to finish and reports its summary (with
+/// `extra`'s fields added). `clock` started with the command.
+pub fn run_experiment(
+    exp: &Experiment<'_>,
+    config: &impl Serialize,
+    trainer: &mut dyn Trainer,
+    extra: serde_json::Value,
+    clock: &Stopwatch,
+    json: bool,
+) -> Result<History> {
+    let (run, history) = train_experiment(exp, config, trainer)?;
+    let (best_step, best) = history.best_accuracy();
+    let mut summary = summary(exp, &run, &history, clock);
+    extend(
+        &mut summary,
+        serde_json::json!({
+            "test_accuracy": history.final_accuracy(),
+            "best_test_accuracy": best,
+            "best_step": best_step,
+        }),
+    );
+    extend(&mut summary, extra);
     let human = format!(
-        "{} ({} engine): test accuracy {:.4} after {steps} steps (best {best:.4} at step {best_step}), {wall_s:.1} s; \
-         run folder {}",
+        "{} ({} engine): test accuracy {:.4} after {} steps (best {best:.4} at step {best_step}), {:.1} s; run folder {}",
         exp.name,
         exp.engine,
         history.final_accuracy(),
+        history.steps(),
+        clock.seconds(),
         run.dir().display()
     );
-    report(&human, &summary, exp.json);
+    report(&human, &summary, json);
     Ok(history)
 }
 
@@ -391,22 +524,38 @@ mod tests {
 
     #[test]
     fn schedule_evaluates_on_multiples_and_the_last_step() {
-        let s = Schedule {
-            steps: 250,
-            eval_every: 100,
-        };
+        let s = Schedule::new(250, 100);
         let evals: Vec<usize> = (1..=250).filter(|&i| s.evaluates_after(i)).collect();
         assert_eq!(evals, [100, 200, 250]);
     }
 
+    fn record(step: usize, loss: f64, accuracy: Option<f64>, test: Option<f64>) -> MetricRecord {
+        MetricRecord {
+            step,
+            train_loss: loss,
+            train_accuracy: accuracy,
+            eval: test
+                .map(|a| Evaluation::from([("test_accuracy".to_owned(), a)]))
+                .unwrap_or_default(),
+        }
+    }
+
     #[test]
-    fn history_best_and_final() {
-        let h = History {
-            losses: vec![],
-            accuracies: vec![(1, 0.2), (2, 0.5), (3, 0.4)],
-        };
+    fn history_best_final_and_early_stopping() {
+        let mut h = History::default();
+        for (step, test) in [(1, 0.2), (2, 0.5), (3, 0.4)] {
+            h.push(&record(step, 1.0, Some(1.0), Some(test)));
+        }
         assert_eq!(h.best_accuracy(), (2, 0.5));
         assert_eq!(h.final_accuracy(), 0.4);
+        let stop = Schedule {
+            early_stop: Some(3),
+            ..Schedule::new(100, 10)
+        };
+        assert!(stop.stops_early(&h));
+        h.push(&record(4, 1.0, Some(0.9), None));
+        assert!(!stop.stops_early(&h), "the window must be all 1.0");
+        assert!(!Schedule::new(100, 10).stops_early(&h));
     }
 
     #[test]
@@ -414,25 +563,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut run = RunFolder::create(Some(dir.path()), "t").unwrap();
         for step in 1..=5 {
-            let test_accuracy = (step % 2 == 0).then_some(step as f64 / 10.0);
-            run.log(&MetricRecord {
-                step,
-                train_loss: 1.0 / step as f64,
-                test_accuracy,
-            })
-            .unwrap();
+            let test = (step % 2 == 0).then_some(step as f64 / 10.0);
+            run.log(&record(step, 1.0 / step as f64, None, test)).unwrap();
         }
         run.flush().unwrap();
         drop(run);
         let (mut run, history) = RunFolder::reopen(dir.path(), 4).unwrap();
         assert_eq!(history.losses.len(), 4);
-        assert_eq!(history.accuracies, [(2, 0.2), (4, 0.4)]);
-        run.log(&MetricRecord {
-            step: 5,
-            train_loss: 9.0,
-            test_accuracy: None,
-        })
-        .unwrap();
+        assert_eq!(history.eval_series("test_accuracy"), [(2, 0.2), (4, 0.4)]);
+        run.log(&record(5, 9.0, None, None)).unwrap();
         run.flush().unwrap();
         let text = fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 5);
