@@ -112,6 +112,112 @@ def torch_cnn_step(args):
     return step
 
 
+def palindrome_batch(torch, args):
+    """A batch shaped like `dl bench rnn --task palindrome`: 4L+1 tokens in {0, 1, 2}."""
+    t = 4 * args.length + 1
+    x = torch.randint(0, 3, (args.batch_size, t))
+    y = torch.randint(0, 2, (args.batch_size,))
+    return x, y
+
+
+def torch_rnn_step(args):
+    """The original practical's LSTM / peephole LSTM: a parameter per gate and matrix, a
+    Python loop over the steps, NLL of log-softmax, Adam, clip_grad_norm_."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    d, h, classes = args.input_dim, args.hidden, max(args.length, 2)
+
+    def weight(rows, cols):
+        w = torch.empty(rows, cols)
+        nn.init.kaiming_normal_(w, nonlinearity="linear")
+        return nn.Parameter(w)
+
+    class Lstm(nn.Module):
+        def __init__(self, peephole):
+            super().__init__()
+            self.peephole = peephole
+            self.embedding = nn.Embedding(3, d)
+            gates = "ifo" if peephole else "gifo"
+            self.wx = nn.ParameterDict({g: weight(d, h) for g in gates + ("c" if peephole else "")})
+            self.wh = nn.ParameterDict({g: weight(h, h) for g in gates})
+            self.b = nn.ParameterDict({g: nn.Parameter(torch.zeros(h)) for g in self.wx})
+            self.wp = weight(h, classes)
+            self.bp = nn.Parameter(torch.zeros(classes))
+
+        def forward(self, x):
+            e = self.embedding(x)
+            hs = torch.zeros(x.shape[0], h)
+            c = torch.zeros(x.shape[0], h)
+            for t in range(x.shape[1]):
+                xt = e[:, t]
+                if self.peephole:
+                    i = torch.sigmoid(xt @ self.wx["i"] + c @ self.wh["i"] + self.b["i"])
+                    f = torch.sigmoid(xt @ self.wx["f"] + c @ self.wh["f"] + self.b["f"])
+                    o = torch.sigmoid(xt @ self.wx["o"] + c @ self.wh["o"] + self.b["o"])
+                    cand = torch.sigmoid(xt @ self.wx["c"] + self.b["c"])
+                    c = cand * i + c * f
+                else:
+                    g = torch.tanh(xt @ self.wx["g"] + hs @ self.wh["g"] + self.b["g"])
+                    i = torch.sigmoid(xt @ self.wx["i"] + hs @ self.wh["i"] + self.b["i"])
+                    f = torch.sigmoid(xt @ self.wx["f"] + hs @ self.wh["f"] + self.b["f"])
+                    o = torch.sigmoid(xt @ self.wx["o"] + hs @ self.wh["o"] + self.b["o"])
+                    c = g * i + c * f
+                hs = torch.tanh(c) * o
+            return torch.log_softmax(hs @ self.wp + self.bp, dim=1)
+
+    model = Lstm(args.rnn_model == "peephole")
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    x, y = palindrome_batch(torch, args)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.nll_loss(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+        opt.step()
+
+    return step
+
+
+def torch_textgen_step(args):
+    """The original text model: embedding → nn.LSTM(2 layers, dropout) → linear; RMSprop,
+    clip_grad_norm_(5), batch 64 × 30, 87 characters."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    vocab, seq, batch = 87, 30, args.batch_size
+
+    class TextModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, 64)
+            self.lstm = nn.LSTM(64, 128, num_layers=2, dropout=0.2, batch_first=True)
+            self.head = nn.Linear(128, vocab)
+
+        def forward(self, x):
+            out, _ = self.lstm(self.embedding(x))
+            return self.head(out)
+
+    model = TextModel()
+    opt = torch.optim.RMSprop(model.parameters(), lr=args.lr)
+    x = torch.randint(0, vocab, (batch, seq))
+    y = torch.randint(0, vocab, (batch, seq))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), max_norm=5.0)
+        opt.step()
+
+    return step
+
+
 def numpy_mlp_step(args):
     import numpy as np
 
@@ -156,6 +262,11 @@ def numpy_mlp_step(args):
 def dl_cmd(args):
     if args.model == "cnn":
         cmd = [args.dl, "bench", "cnn", "--lr", str(args.lr)]
+    elif args.model == "rnn":
+        cmd = [args.dl, "bench", "rnn", "--model", args.rnn_model, "--length", str(args.length),
+               "--input-dim", str(args.input_dim), "--hidden", str(args.hidden), "--lr", str(args.lr)]
+    elif args.model == "textgen":
+        cmd = [args.dl, "bench", "textgen", "--lr", str(args.lr)]
     else:
         cmd = [
             args.dl, "bench", "mlp", "--engine", args.engine,
@@ -170,11 +281,12 @@ def side_cmd(args, side):
     """This script, timing one side only, in a process of its own: thread pools that spin
     after their last parallel region (OpenMP, OpenBLAS) then cannot slow the next side."""
     cmd = [sys.executable, __file__, args.model, "--only", side,
-           "--hidden", ",".join(map(str, args.hidden)), "--activation", args.activation,
+           "--hidden", args.hidden_arg, "--activation", args.activation,
            "--norm", args.norm, "--optimizer", args.optimizer, "--lr", str(args.lr),
            "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--numpy-dtype", args.numpy_dtype]
+           "--numpy-dtype", args.numpy_dtype, "--rnn-model", args.rnn_model, "--length", str(args.length),
+           "--input-dim", str(args.input_dim)]
     return cmd
 
 
@@ -185,8 +297,11 @@ def run_json(cmd):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=["mlp", "cnn"])
-    parser.add_argument("--hidden", default="100", help="hidden widths, comma-separated")
+    parser.add_argument("model", choices=["mlp", "cnn", "rnn", "textgen"])
+    parser.add_argument("--hidden", default="100", help="mlp: hidden widths, comma-separated; rnn: units")
+    parser.add_argument("--rnn-model", default="lstm", choices=["lstm", "peephole"])
+    parser.add_argument("--length", type=int, default=10, help="rnn: palindrome length L")
+    parser.add_argument("--input-dim", type=int, default=64, help="rnn: embedding width")
     parser.add_argument("--activation", default="elu", choices=["elu", "relu"])
     parser.add_argument("--norm", default="none", choices=["none", "batch", "layer"])
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
@@ -202,14 +317,22 @@ def main():
     parser.add_argument("--dl", help="path to the dl binary, to time `dl bench` in the same run")
     parser.add_argument("--only", choices=["pytorch", "numpy"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.hidden = [int(h) for h in args.hidden.split(",") if h]
-    cnn = args.model == "cnn"
-    args.lr = args.lr if args.lr is not None else (1e-4 if cnn else 1e-3)
-    args.batch_size = args.batch_size or (32 if cnn else 200)
+    args.hidden_arg = args.hidden
+    if args.model == "mlp":
+        args.hidden = [int(h) for h in args.hidden_arg.split(",") if h]
+    else:
+        # The recurrent models' units: 256 for the classifiers, 128 for the text model.
+        default_units = {"rnn": 256, "textgen": 128, "cnn": 0}[args.model]
+        args.hidden = default_units if args.hidden_arg == "100" else int(args.hidden_arg)
+    default_lr = {"mlp": 1e-3, "cnn": 1e-4, "rnn": 1e-4, "textgen": 2e-3}[args.model]
+    default_batch = {"mlp": 200, "cnn": 32, "rnn": 256, "textgen": 64}[args.model]
+    args.lr = args.lr if args.lr is not None else default_lr
+    args.batch_size = args.batch_size or default_batch
 
     if args.only:
-        step = {"pytorch": torch_cnn_step if args.model == "cnn" else torch_mlp_step,
-                "numpy": numpy_mlp_step}[args.only](args)
+        torch_step = {"mlp": torch_mlp_step, "cnn": torch_cnn_step, "rnn": torch_rnn_step,
+                      "textgen": torch_textgen_step}[args.model]
+        step = {"pytorch": torch_step, "numpy": numpy_mlp_step}[args.only](args)
         print(json.dumps({"side": args.only, "step_ms_median": median_ms(step, args.steps, args.warmup)}))
         return 0
     sides = {"pytorch": side_cmd(args, "pytorch")}

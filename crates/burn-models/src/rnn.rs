@@ -3,10 +3,13 @@
 //! classifier built on them, and the two-layer character LSTM that writes text.
 //!
 //! Fusing: the original keeps for each gate `g, i, f, o` its own `W_x`, `W_h` and `b`. Stacking
-//! them side by side, `W_x = [W_gx W_ix W_fx W_ox]: [D, 4H]`, gives all four gate
-//! pre-activations as one product `x·W_x + h·W_h + b: [B, 4H]` — the same maths. The input
-//! part `x_t·W_x` of every step is computed up front for the whole sequence (one product of
-//! `[B·T, D]·[D, 4H]`), so each step does one `[B, H]·[H, 4H]` product.
+//! them side by side, `W_x = [W_ix W_fx W_ox W_gx]: [D, 4H]`, gives all four gate
+//! pre-activations as `x·W_x + h·W_h + b: [B, 4H]` — the same maths with two products per step
+//! instead of eight, and one sigmoid over the first `3H` columns.
+//!
+//! Sequences are lists of per-step tensors `[B, D]`, not one `[B, T, D]` tensor sliced step
+//! by step: under burn's autodiff the backward pass of each slice allocates a zero tensor of
+//! the whole sequence's shape, which made a step of the palindrome LSTM take 1.8 s.
 
 use burn::module::{Module, Param};
 use burn::nn::{BiLstm, BiLstmConfig, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Gru, GruConfig, Initializer};
@@ -101,23 +104,17 @@ impl Lstm {
         self.w_h.dims()[0]
     }
 
-    /// Runs over `x: [B, T, D]` from `state` (zeros when `None`); returns every step's `h`,
-    /// `[B, T, H]`, and the final state.
-    pub fn forward(&self, x: Tensor<3>, state: Option<LstmState>) -> (Tensor<3>, LstmState) {
-        let [b, t, d] = x.dims();
+    /// Runs over the steps `xs` (`[B, D]` each) from `state` (zeros when `None`); returns every
+    /// step's `h` and the final state.
+    pub fn forward(&self, xs: Vec<Tensor<2>>, state: Option<LstmState>) -> (Vec<Tensor<2>>, LstmState) {
+        let b = xs.first().map_or(0, |x| x.dims()[0]);
         let hidden = self.hidden();
-        let mut state = state.unwrap_or_else(|| LstmState::zeros(b, hidden, &x.device()));
-        // The input halves of all gate pre-activations for all steps: [B, T, 4H].
-        let x_part = (x.reshape([b * t, d]).matmul(self.w_x.val()) + self.bias.val().unsqueeze::<2>()).reshape([
-            b,
-            t,
-            4 * hidden,
-        ]);
-        let w_h = self.w_h.val();
-        let mut outputs = Vec::with_capacity(t);
-        for step in 0..t {
-            let gates = x_part.clone().slice([0..b, step..step + 1]).reshape([b, 4 * hidden])
-                + state.h.clone().matmul(w_h.clone()); // [B, 4H]
+        let device = xs.first().map(|x| x.device()).unwrap_or_default();
+        let mut state = state.unwrap_or_else(|| LstmState::zeros(b, hidden, &device));
+        let (w_x, w_h, bias) = (self.w_x.val(), self.w_h.val(), self.bias.val().unsqueeze::<2>());
+        let mut outputs = Vec::with_capacity(xs.len());
+        for x in xs {
+            let gates = x.matmul(w_x.clone()) + state.h.clone().matmul(w_h.clone()) + bias.clone(); // [B, 4H]
             let ifo = sigmoid(gates.clone().slice([0..b, 0..3 * hidden]));
             let g = tanh(gates.slice([0..b, 3 * hidden..4 * hidden]));
             let i = ifo.clone().slice([0..b, 0..hidden]);
@@ -128,7 +125,7 @@ impl Lstm {
             outputs.push(h.clone());
             state = LstmState { h, c };
         }
-        (Tensor::stack(outputs, 1), state)
+        (outputs, state)
     }
 }
 
@@ -155,20 +152,17 @@ impl PeepholeLstm {
         }
     }
 
-    /// Runs over `x: [B, T, D]` from zero state; returns every step's `h` and the final state.
-    pub fn forward(&self, x: Tensor<3>) -> (Tensor<3>, LstmState) {
-        let [b, t, d] = x.dims();
+    /// Runs over the steps `xs` (`[B, D]` each) from zero state; returns every step's `h` and
+    /// the final state.
+    pub fn forward(&self, xs: Vec<Tensor<2>>) -> (Vec<Tensor<2>>, LstmState) {
+        let b = xs.first().map_or(0, |x| x.dims()[0]);
         let hidden = self.w_c.dims()[0];
-        let mut state = LstmState::zeros(b, hidden, &x.device());
-        let x_part = (x.reshape([b * t, d]).matmul(self.w_x.val()) + self.bias.val().unsqueeze::<2>()).reshape([
-            b,
-            t,
-            4 * hidden,
-        ]);
-        let w_c = self.w_c.val();
-        let mut outputs = Vec::with_capacity(t);
-        for step in 0..t {
-            let xs = x_part.clone().slice([0..b, step..step + 1]).reshape([b, 4 * hidden]);
+        let device = xs.first().map(|x| x.device()).unwrap_or_default();
+        let mut state = LstmState::zeros(b, hidden, &device);
+        let (w_x, w_c, bias) = (self.w_x.val(), self.w_c.val(), self.bias.val().unsqueeze::<2>());
+        let mut outputs = Vec::with_capacity(xs.len());
+        for x in xs {
+            let xs = x.matmul(w_x.clone()) + bias.clone(); // [B, 4H]
             let ifo = sigmoid(xs.clone().slice([0..b, 0..3 * hidden]) + state.c.clone().matmul(w_c.clone()));
             let candidate = sigmoid(xs.slice([0..b, 3 * hidden..4 * hidden]));
             let i = ifo.clone().slice([0..b, 0..hidden]);
@@ -179,7 +173,7 @@ impl PeepholeLstm {
             outputs.push(h.clone());
             state = LstmState { h, c };
         }
-        (Tensor::stack(outputs, 1), state)
+        (outputs, state)
     }
 }
 
@@ -194,6 +188,7 @@ pub enum RnnKind {
 
 /// The recurrent part of a [`SequenceClassifier`].
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model, built once
 pub enum Recurrent {
     Lstm(Lstm),
     Peephole(PeepholeLstm),
@@ -248,15 +243,29 @@ impl SequenceClassifierConfig {
     }
 }
 
+/// The embeddings of every step of `tokens: [B, T]`, as `T` tensors `[B, D]` (one lookup per
+/// step: slicing one `[B, T, D]` lookup would cost a whole-sequence zero tensor per step in
+/// the backward pass).
+fn embed_steps(embedding: &Embedding, tokens: Tensor<2, Int>) -> Vec<Tensor<2>> {
+    let [b, t] = tokens.dims();
+    (0..t)
+        .map(|step| {
+            let x = embedding.forward(tokens.clone().slice([0..b, step..step + 1])); // [B, 1, D]
+            let d = x.dims()[2];
+            x.reshape([b, d])
+        })
+        .collect()
+}
+
 impl SequenceClassifier {
     /// Logits `[B, classes]` for tokens `[B, T]`.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<2> {
-        let x = self.embedding.forward(tokens); // [B, T, D]
-        let [b, t, _] = x.dims();
         let last = match &self.rnn {
-            Recurrent::Lstm(lstm) => lstm.forward(x, None).1.h,
-            Recurrent::Peephole(lstm) => lstm.forward(x).1.h,
+            Recurrent::Lstm(lstm) => lstm.forward(embed_steps(&self.embedding, tokens), None).1.h,
+            Recurrent::Peephole(lstm) => lstm.forward(embed_steps(&self.embedding, tokens)).1.h,
             Recurrent::Gru(gru) => {
+                let x = self.embedding.forward(tokens); // [B, T, D]
+                let [b, t, _] = x.dims();
                 let out = gru.forward(x, None); // [B, T, H]
                 let h = out.dims()[2];
                 out.slice([0..b, t - 1..t, 0..h]).reshape([b, h])
@@ -264,6 +273,8 @@ impl SequenceClassifier {
             Recurrent::BiLstm(lstm) => {
                 // The forward direction's last step and the backward direction's (which has
                 // read the whole sequence) first.
+                let x = self.embedding.forward(tokens);
+                let [b, t, _] = x.dims();
                 let out = lstm.forward(x, None).0; // [B, T, 2H]
                 let h = out.dims()[2] / 2;
                 let forward = out.clone().slice([0..b, t - 1..t, 0..h]).reshape([b, h]);
@@ -323,19 +334,20 @@ impl CharLstm {
     /// Logits `[B, T, V]` for tokens `[B, T]`, and each layer's final state (to continue
     /// generating from).
     pub fn forward(&self, tokens: Tensor<2, Int>, state: Option<Vec<LstmState>>) -> (Tensor<3>, Vec<LstmState>) {
-        let mut x = self.embedding.forward(tokens); // [B, T, E]
+        let mut xs = embed_steps(&self.embedding, tokens); // T × [B, E]
         let mut states = state
             .map(|s| s.into_iter().map(Some).collect())
             .unwrap_or_else(|| vec![None; self.layers.len()]);
         let mut finals = Vec::with_capacity(self.layers.len());
         for (l, (layer, state)) in self.layers.iter().zip(states.iter_mut()).enumerate() {
             if l > 0 {
-                x = self.dropout.forward(x);
+                xs = xs.into_iter().map(|x| self.dropout.forward(x)).collect();
             }
-            let (out, last) = layer.forward(x, state.take());
+            let (out, last) = layer.forward(xs, state.take());
             finals.push(last);
-            x = out; // [B, T, H]
+            xs = out; // T × [B, H]
         }
+        let x = Tensor::stack::<3>(xs, 1); // [B, T, H]
         let [b, t, h] = x.dims();
         let logits = self.head.forward(x.reshape([b * t, h]));
         let vocab = logits.dims()[1];
@@ -355,15 +367,18 @@ mod tests {
         let (b, t, d, h) = (2, 3, 4, 5);
         let lstm = Lstm::new(d, h, LstmInit::Uniform, &device);
         let x = Tensor::<3>::random([b, t, d], burn::tensor::Distribution::Default, &device);
-        let (out, last) = lstm.forward(x.clone(), None);
+        let steps = (0..t)
+            .map(|s| x.clone().slice([0..b, s..s + 1, 0..d]).reshape([b, d]))
+            .collect();
+        let (out, last) = lstm.forward(steps, None);
         let (w_x, w_h, bias) = (lstm.w_x.val(), lstm.w_h.val(), lstm.bias.val());
         let gate = |k: usize, xt: Tensor<2>, hp: Tensor<2>| {
             xt.matmul(w_x.clone().slice([0..d, k * h..(k + 1) * h]))
                 + hp.matmul(w_h.clone().slice([0..h, k * h..(k + 1) * h]))
-                + bias.clone().slice([k * h..(k + 1) * h]).unsqueeze::<2>()
+                + bias.clone().slice(k * h..(k + 1) * h).unsqueeze::<2>()
         };
         let (mut hp, mut cp) = (Tensor::<2>::zeros([b, h], &device), Tensor::<2>::zeros([b, h], &device));
-        for step in 0..t {
+        for (step, fused) in out.iter().enumerate() {
             let xt = x.clone().slice([0..b, step..step + 1, 0..d]).reshape([b, d]);
             let i = sigmoid(gate(0, xt.clone(), hp.clone()));
             let f = sigmoid(gate(1, xt.clone(), hp.clone()));
@@ -371,8 +386,7 @@ mod tests {
             let g = tanh(gate(3, xt, hp.clone()));
             cp = g * i + cp * f;
             hp = tanh(cp.clone()) * o;
-            let fused = out.clone().slice([0..b, step..step + 1, 0..h]).reshape([b, h]);
-            let diff = (fused - hp.clone()).abs().max().into_scalar::<f32>();
+            let diff = (fused.clone() - hp.clone()).abs().max().into_scalar::<f32>();
             assert!(diff < 1e-6, "step {step}: {diff}");
         }
         assert!((last.c - cp).abs().max().into_scalar::<f32>() < 1e-6);

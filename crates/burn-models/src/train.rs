@@ -197,15 +197,19 @@ impl<M: Module> ClassifierTrainer<M> {
 
     /// Restores weights and optimiser state saved by [`save`](Self::save).
     pub fn load(&mut self, weights: Vec<u8>, optimizer: Vec<u8>) -> Result<(), String> {
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights)).map_err(|e| e.to_string())?;
         let model = self.model.take().expect("model present between steps");
-        let model = model.try_load_record(record).map_err(|e| e.to_string())?;
-        self.model = Some(model);
+        self.model = Some(load_weights(model, weights)?);
         let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(optimizer)).map_err(|e| e.to_string())?;
         let optimizer = std::mem::replace(&mut self.optimizer, burn::optim::SgdConfig::new().init());
         self.optimizer = optimizer.load_record(record);
         Ok(())
     }
+}
+
+/// `model` with the weights of a record saved by [`ClassifierTrainer::save`].
+pub fn load_weights<M: Module>(model: M, weights: Vec<u8>) -> Result<M, String> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(weights)).map_err(|e| e.to_string())?;
+    model.try_load_record(record).map_err(|e| e.to_string())
 }
 
 /// Number of rows of `logits` whose largest entry is at the target.

@@ -4,8 +4,10 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn_models::train::{Classifier, ClassifierTrainer, float_tensor, targets_tensor};
+use burn_models::train::{Classifier, ClassifierTrainer, float_tensor, targets_tensor, tokens_tensor};
 use clap::{Args, Subcommand};
+use data::sequences::SequenceBatches;
+use data::text::TextBatches;
 use data::{IMAGE_BYTES, NUM_CLASSES};
 use manual::Mlp;
 use ndarray::Array2;
@@ -16,6 +18,8 @@ use serde_json::json;
 
 use crate::cnn::{CnnModelArgs, nchw};
 use crate::mlp::{Engine, MlpModelArgs};
+use crate::rnn::{ModelArg, RnnModelArgs};
+use crate::textgen::TextModelArgs;
 
 /// What `dl bench` can time.
 #[derive(Debug, Clone, Subcommand)]
@@ -24,6 +28,28 @@ pub enum BenchCommand {
     Mlp(BenchMlpArgs),
     /// The residual CNN's training step (burn engine, Adam).
     Cnn(BenchCnnArgs),
+    /// A recurrent classifier's training step on a sequence task (burn engine, Adam).
+    Rnn(BenchRnnArgs),
+    /// The character model's training step (burn engine, RMSprop).
+    Textgen(BenchTextArgs),
+}
+
+/// Arguments of `dl bench rnn`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchRnnArgs {
+    #[command(flatten)]
+    pub model: RnnModelArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
+}
+
+/// Arguments of `dl bench textgen`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchTextArgs {
+    #[command(flatten)]
+    pub model: TextModelArgs,
+    #[command(flatten)]
+    pub timing: TimingArgs,
 }
 
 /// Arguments of `dl bench mlp`.
@@ -266,11 +292,77 @@ fn bench_cnn(args: &BenchCnnArgs) -> Result<()> {
     Ok(())
 }
 
+/// Matrix-product FLOPs of one training step of an LSTM layer over `steps` steps: per step
+/// the input product `[B, D]·[D, G]` and the recurrent product `[B, H]·[H, R]`, forward and
+/// both gradients (3×).
+fn lstm_flops(batch: usize, steps: usize, inputs: usize, hidden: usize, gates_x: usize, gates_r: usize) -> f64 {
+    3.0 * 2.0 * (batch * steps * (inputs * gates_x + hidden * gates_r)) as f64
+}
+
+fn bench_rnn(args: &BenchRnnArgs) -> Result<()> {
+    args.model.validate()?;
+    args.timing.validate()?;
+    let task = args.model.task.task(args.model.length);
+    let batch = args.model.batch_size;
+    let (tokens, labels) = SequenceBatches::new(task.as_ref(), args.timing.seed).next_batch(batch);
+    let device = args.model.device.device()?.autodiff();
+    let mut trainer = args.model.trainer(task.as_ref(), device.clone(), args.timing.seed);
+    let t = task.input_len();
+    let timings = time_steps(&args.timing, || {
+        let x = tokens_tensor(&tokens, [batch, t], &device);
+        let y = targets_tensor(&labels, &device);
+        trainer.step(x, y, args.model.lr);
+    });
+    let (d, h) = (args.model.input_dim, args.model.hidden);
+    let flops = match args.model.model {
+        ModelArg::Lstm => lstm_flops(batch, t, d, h, 4 * h, 4 * h),
+        ModelArg::Peephole => lstm_flops(batch, t, d, h, 4 * h, 3 * h),
+        ModelArg::Gru => lstm_flops(batch, t, d, h, 3 * h, 3 * h),
+        ModelArg::Bilstm => 2.0 * lstm_flops(batch, t, d, h, 4 * h, 4 * h),
+    };
+    let extra = json!({
+        "model": args.model.model,
+        "task": args.model.task,
+        "length": args.model.length,
+        "sequence_length": t,
+        "hidden": h,
+        "input_dim": d,
+    });
+    report("rnn", "burn", batch, &args.timing, &timings, flops, extra);
+    Ok(())
+}
+
+fn bench_textgen(args: &BenchTextArgs) -> Result<()> {
+    args.model.validate()?;
+    args.timing.validate()?;
+    let corpus = args.model.corpus()?;
+    let (b, t) = (args.model.batch_size, args.model.seq_length);
+    let (inputs, targets) = TextBatches::new(t, args.timing.seed).next_batch(&corpus.train, b);
+    let device = args.model.device.device()?.autodiff();
+    let vocab = corpus.vocab.len();
+    let mut trainer = args.model.trainer(vocab, device.clone(), args.timing.seed);
+    let timings = time_steps(&args.timing, || {
+        let x = tokens_tensor(&inputs, [b, t], &device);
+        let y = targets_tensor(&targets, &device);
+        trainer.step(x, y, args.model.lr);
+    });
+    let (e, h) = (args.model.embedding, args.model.hidden);
+    let layers: f64 = (0..args.model.layers)
+        .map(|l| lstm_flops(b, t, if l == 0 { e } else { h }, h, 4 * h, 4 * h))
+        .sum();
+    let flops = layers + 3.0 * 2.0 * (b * t * h * vocab) as f64;
+    let extra = json!({ "seq_length": t, "hidden": h, "layers": args.model.layers, "vocab": vocab });
+    report("textgen", "burn", b, &args.timing, &timings, flops, extra);
+    Ok(())
+}
+
 /// `dl bench`
 pub fn run(command: &BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Mlp(args) => bench_mlp(args),
         BenchCommand::Cnn(args) => bench_cnn(args),
+        BenchCommand::Rnn(args) => bench_rnn(args),
+        BenchCommand::Textgen(args) => bench_textgen(args),
     }
 }
 
@@ -288,5 +380,8 @@ mod tests {
         // The CNN at batch 32: 59.4 GFLOP.
         let f = cnn_step_flops(32);
         assert!((f / 1e9 - 59.4).abs() < 0.6, "{}", f / 1e9);
+        // The LSTM at L = 10 (41 steps), batch 256, hidden 256, input 64: 20.5 GFLOP.
+        let f = lstm_flops(256, 41, 64, 256, 1024, 1024);
+        assert!((f / 1e9 - 20.5).abs() < 0.2, "{}", f / 1e9);
     }
 }

@@ -8,11 +8,19 @@ mod cnn;
 mod download;
 mod mlp;
 mod plot;
+mod rnn;
 mod runner;
+mod textgen;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: burn allocates and frees a tensor per operation,
+/// and glibc hands large blocks back to the kernel and faults them in again every time (a
+/// quarter of the recurrent networks' step time went to page faults).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Train, evaluate and benchmark the practical's networks, without Python.
 #[derive(Debug, Parser)]
@@ -28,6 +36,12 @@ enum Command {
     Mlp(mlp::MlpArgs),
     /// Train the pre-activation residual CNN on CIFAR-10 (the write-up's PyTorch CNN).
     Cnn(cnn::CnnArgs),
+    /// Train recurrent classifiers on synthetic sequence tasks, once per seed.
+    Rnn(rnn::RnnArgs),
+    /// Train the character-level LSTM on a text (default: Grimms' Fairy Tales, embedded).
+    Textgen(textgen::TextgenArgs),
+    /// Continue a prompt with a trained `dl textgen` run.
+    Generate(textgen::GenerateArgs),
     /// Time one training step of a model on synthetic batches.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -40,6 +54,9 @@ fn main() -> ExitCode {
     let run = || match &cli.command {
         Command::Mlp(args) => mlp::run(args),
         Command::Cnn(args) => cnn::run(args),
+        Command::Rnn(args) => rnn::run(args),
+        Command::Textgen(args) => textgen::run(args),
+        Command::Generate(args) => textgen::run_generate(args),
         Command::Bench(command) => bench::run(command),
         Command::Download(args) => download::run(args),
     };

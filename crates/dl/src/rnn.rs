@@ -1,0 +1,366 @@
+//! `dl rnn`: recurrent classifiers on synthetic sequence tasks (binary palindromes,
+//! Baum–Sweet, random combinations), trained once per seed on fresh batches until their
+//! training accuracy has been perfect for a window of steps, then tested on fresh batches;
+//! reports mean ± standard deviation over the seeds, as the write-up does.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+use burn::optim::AdamConfig;
+use burn_models::train::{ClassifierTrainer, count_correct, targets_tensor, tokens_tensor};
+use burn_models::{RnnKind, SequenceClassifier, SequenceClassifierConfig};
+use clap::{Args, ValueEnum};
+use data::sequences::{BaumSweet, Palindrome, RandomCombination, SequenceBatches, SequenceTask};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs};
+use crate::mlp::DeviceArg;
+use crate::plot::draw_curves;
+use crate::runner::{
+    Evaluation, Experiment, RunArgs, RunFolder, Schedule, StepMetrics, Stopwatch, Trainer, extend, report, summary,
+    train_experiment,
+};
+
+/// The sequence tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskArg {
+    Palindrome,
+    BaumSweet,
+    RandomComb,
+}
+
+impl TaskArg {
+    /// The task with parameter `length`.
+    pub fn task(self, length: usize) -> Box<dyn SequenceTask> {
+        match self {
+            TaskArg::Palindrome => Box::new(Palindrome { length }),
+            TaskArg::BaumSweet => Box::new(BaumSweet { length }),
+            TaskArg::RandomComb => Box::new(RandomCombination { length }),
+        }
+    }
+}
+
+/// The recurrent networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelArg {
+    /// The original LSTM (gate products fused).
+    Lstm,
+    /// The original peephole LSTM.
+    Peephole,
+    /// burn's GRU.
+    Gru,
+    /// burn's bidirectional LSTM.
+    Bilstm,
+}
+
+impl ModelArg {
+    fn kind(self) -> RnnKind {
+        match self {
+            ModelArg::Lstm => RnnKind::Lstm,
+            ModelArg::Peephole => RnnKind::Peephole,
+            ModelArg::Gru => RnnKind::Gru,
+            ModelArg::Bilstm => RnnKind::BiLstm,
+        }
+    }
+}
+
+/// The model, task and optimiser flags, shared by `dl rnn` and `dl bench rnn`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct RnnModelArgs {
+    /// Sequence task.
+    #[arg(long, value_enum, default_value = "palindrome")]
+    pub task: TaskArg,
+    /// Recurrent network.
+    #[arg(long, value_enum, default_value = "lstm")]
+    pub model: ModelArg,
+    /// The task's parameter L (palindromes: 4L+1 input symbols).
+    #[arg(long, default_value_t = 10)]
+    pub length: usize,
+    /// Embedding width.
+    #[arg(long, default_value_t = 64)]
+    pub input_dim: usize,
+    /// Hidden units.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Learning rate (Adam).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Clip the gradients to this global L2 norm.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_norm: f64,
+    /// Device of the burn engine.
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub device: DeviceArg,
+}
+
+impl RnnModelArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.length < 2 {
+            bail!("--length must be at least 2");
+        }
+        if self.task == TaskArg::BaumSweet && self.length > 30 {
+            bail!("--length must be at most 30 for baum-sweet (numbers of 4L bits)");
+        }
+        for (name, value) in [
+            ("--input-dim", self.input_dim),
+            ("--hidden", self.hidden),
+            ("--batch-size", self.batch_size),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(self.max_norm.is_finite() && self.max_norm > 0.0) {
+            bail!("--max-norm must be a positive number, got {}", self.max_norm);
+        }
+        Ok(())
+    }
+
+    /// The classifier for `task` and Adam with global-norm clipping, on an autodiff
+    /// `device`, seeded.
+    pub fn trainer(
+        &self,
+        task: &dyn SequenceTask,
+        device: burn::tensor::Device,
+        seed: u64,
+    ) -> ClassifierTrainer<SequenceClassifier> {
+        device.seed(seed);
+        let model = SequenceClassifierConfig {
+            kind: self.model.kind(),
+            vocab: task.vocab(),
+            input_dim: self.input_dim,
+            hidden: self.hidden,
+            classes: task.classes(),
+        }
+        .init(&device);
+        let adam = AdamConfig::new().with_epsilon(1e-8).init();
+        ClassifierTrainer::new(model, adam, device).with_max_norm(Some(self.max_norm))
+    }
+}
+
+/// Arguments of `dl rnn`.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+pub struct RnnArgs {
+    #[command(flatten)]
+    pub model: RnnModelArgs,
+    /// Training steps at most.
+    #[arg(long, default_value_t = 800)]
+    pub steps: usize,
+    /// Stop once the training accuracy has been 1.0 for this many consecutive steps
+    /// (0: never stop early).
+    #[arg(long, default_value_t = 20)]
+    pub early_stop: usize,
+    /// Independent runs, with seeds --seed, --seed + 1, …
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
+    /// First seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fresh batches the test accuracy is measured on after training.
+    #[arg(long, default_value_t = 10)]
+    pub test_batches: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// One seed's classifier and its streams of training and test batches.
+struct RnnTrainer<'a> {
+    trainer: ClassifierTrainer<SequenceClassifier>,
+    task: &'a dyn SequenceTask,
+    train: SequenceBatches<'a>,
+    /// Seed of the test batches: fresh sequences, never trained on (with overwhelming
+    /// probability; they are drawn from the same distribution).
+    test_seed: u64,
+    test_batches: usize,
+    batch_size: usize,
+    lr: f64,
+}
+
+impl RnnTrainer<'_> {
+    fn batch_tensors(
+        &self,
+        tokens: &[usize],
+        labels: &[usize],
+        device: &burn::tensor::Device,
+    ) -> (burn::Tensor<2, burn::prelude::Int>, burn::Tensor<1, burn::prelude::Int>) {
+        let x = tokens_tensor(tokens, [labels.len(), self.task.input_len()], device);
+        (x, targets_tensor(labels, device))
+    }
+}
+
+impl Trainer for RnnTrainer<'_> {
+    fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
+        let (tokens, labels) = self.train.next_batch(self.batch_size);
+        let device = self.trainer.device().clone();
+        let (x, y) = self.batch_tensors(&tokens, &labels, &device);
+        let out = self.trainer.step(x, y, self.lr);
+        Ok(StepMetrics {
+            loss: out.loss as f64,
+            accuracy: Some(out.correct as f64 / out.count as f64),
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<Evaluation> {
+        let model = self.trainer.eval_model();
+        let device = self.trainer.eval_device();
+        let mut test = SequenceBatches::new(self.task, self.test_seed);
+        let mut correct = 0;
+        for _ in 0..self.test_batches {
+            let (tokens, labels) = test.next_batch(self.batch_size);
+            let (x, _) = self.batch_tensors(&tokens, &labels, &device);
+            correct += count_correct(model.forward(x), &labels);
+        }
+        let accuracy = correct as f64 / (self.test_batches * self.batch_size) as f64;
+        Ok(Evaluation::from([("test_accuracy".to_owned(), accuracy)]))
+    }
+
+    fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
+        let (weights, optimizer) = self.trainer.save().map_err(|e| anyhow!("cannot save the model: {e}"))?;
+        save_blobs(
+            &dir.join(CHECKPOINT),
+            &[("weights", &weights), ("optimizer", &optimizer)],
+            metadata(step, "rnn", "burn"),
+        )
+    }
+
+    fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
+        let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
+        checkpoint.expect("rnn", "burn")?;
+        let step = checkpoint.step()?;
+        self.trainer
+            .load(checkpoint.blob("weights")?, checkpoint.blob("optimizer")?)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        for _ in 0..step {
+            self.train.next_batch(self.batch_size);
+        }
+        Ok(step)
+    }
+}
+
+/// Mean and (population) standard deviation.
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// `dl rnn`
+pub fn run(args: &RnnArgs) -> Result<()> {
+    let clock = Stopwatch::start();
+    args.model.validate()?;
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    if args.test_batches == 0 {
+        bail!("--test-batches must be at least 1");
+    }
+    let schedule = Schedule {
+        early_stop: (args.early_stop > 0).then_some(args.early_stop),
+        // Evaluate once, after the last step (or when training stops early).
+        ..Schedule::new(args.steps, args.steps)
+    };
+    schedule.validate()?;
+    let device = args.model.device.device()?.autodiff();
+    let task = args.model.task.task(args.model.length);
+    let top = RunFolder::create(args.run.out.as_deref(), "rnn")?;
+    top.write_config(args)?;
+    let name = format!(
+        "rnn-{}",
+        serde_json::to_value(args.model.model)?.as_str().unwrap_or("rnn")
+    );
+    let mut results = Vec::new();
+    for k in 0..args.seeds {
+        let seed = args.seed + k as u64;
+        let mut trainer = RnnTrainer {
+            trainer: args.model.trainer(task.as_ref(), device.clone(), seed),
+            task: task.as_ref(),
+            train: SequenceBatches::new(task.as_ref(), seed.wrapping_mul(2).wrapping_add(1)),
+            test_seed: seed.wrapping_mul(2).wrapping_add(2) ^ 0x5eed_7e57,
+            test_batches: args.test_batches,
+            batch_size: args.model.batch_size,
+            lr: args.model.lr,
+        };
+        let seed_dir = top.path(&format!("seed-{seed}"));
+        let experiment = Experiment {
+            name: &name,
+            engine: "burn",
+            schedule,
+            resume: None,
+            out: Some(&seed_dir),
+        };
+        let seed_clock = Stopwatch::start();
+        let (_, history) = train_experiment(&experiment, &json!({ "seed": seed }), &mut trainer)?;
+        eprintln!(
+            "seed {seed}: test accuracy {:.4} after {} steps ({:.1} s)",
+            history.final_accuracy(),
+            history.steps(),
+            seed_clock.seconds()
+        );
+        results.push((seed, history));
+    }
+
+    let accuracies: Vec<f64> = results.iter().map(|(_, h)| h.final_accuracy()).collect();
+    let (mean, std) = mean_std(&accuracies);
+    let series: Vec<_> = results
+        .iter()
+        .map(|(seed, h)| h.series(&format!("seed {seed}")).0)
+        .collect();
+    let title = format!(
+        "{} on {} (L = {})",
+        name,
+        serde_json::to_value(args.model.task)?.as_str().unwrap_or(""),
+        args.model.length
+    );
+    if let Err(e) = draw_curves(&top.path("curves.png"), &title, "training accuracy", &series) {
+        eprintln!("warning: could not draw curves.png: {e:#}");
+    }
+    let experiment = Experiment {
+        name: "rnn",
+        engine: "burn",
+        schedule,
+        resume: None,
+        out: None,
+    };
+    let last = &results.last().expect("at least one seed").1;
+    let mut summary = summary(&experiment, &top, last, &clock);
+    extend(
+        &mut summary,
+        json!({
+            "task": args.model.task,
+            "model": args.model.model,
+            "length": args.model.length,
+            "seeds": results.iter().map(|(s, _)| s).collect::<Vec<_>>(),
+            "test_accuracy_mean": mean,
+            "test_accuracy_std": std,
+            "test_accuracies": accuracies,
+            "steps_per_seed": results.iter().map(|(_, h)| h.steps()).collect::<Vec<_>>(),
+            "lr": args.model.lr,
+            "batch_size": args.model.batch_size,
+        }),
+    );
+    if let Some(obj) = summary.as_object_mut() {
+        obj.remove("steps");
+        obj.remove("final_train_loss");
+    }
+    let human = format!(
+        "{name} on {:?} (L = {}): test accuracy {mean:.4} ± {std:.4} over {} seeds, steps {:?}, {:.1} s; run folder {}",
+        args.model.task,
+        args.model.length,
+        results.len(),
+        results.iter().map(|(_, h)| h.steps()).collect::<Vec<_>>(),
+        clock.seconds(),
+        top.dir().display()
+    );
+    report(&human, &summary, args.run.json);
+    Ok(())
+}
