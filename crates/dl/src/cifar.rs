@@ -23,6 +23,16 @@ pub struct CifarArgs {
     pub source: SourceArgs,
 }
 
+impl CifarArgs {
+    /// On resume: a data folder given on the command line replaces the saved one (the data
+    /// may have moved).
+    pub fn adopt(&mut self, cli: &CifarArgs) {
+        if cli.data != std::path::Path::new(DEFAULT_CIFAR10_DIR) {
+            *self = cli.clone();
+        }
+    }
+}
+
 /// Loads CIFAR-10 as `args` say, fetching it first on `--download`; a missing dataset
 /// names the command that fetches it.
 pub fn load_cifar10(args: &CifarArgs) -> Result<Cifar10> {

@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::burn_trainer::BurnCifarTrainer;
 use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
-use crate::download::DEFAULT_CIFAR10_DIR;
 use crate::mlp::{DeviceArg, OptimizerArg, optimizer};
-use crate::runner::{Experiment, RunArgs, Schedule, Stopwatch, run_experiment, saved_config};
+use crate::runner::{
+    Experiment, ResumableArgs, RunArgs, Schedule, Stopwatch, adopt_run_flags, resolve_args, run_experiment,
+};
 
 /// The model and optimiser flags, shared by `dl cnn` and `dl bench cnn`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -86,10 +87,7 @@ const EVAL_BATCH: usize = 250;
 /// `dl cnn`
 pub fn run(args: &CnnArgs) -> Result<()> {
     let clock = Stopwatch::start();
-    let args = &match &args.resume {
-        Some(dir) => resumed_args(args, dir)?,
-        None => args.clone(),
-    };
+    let args = &resolve_args(args)?;
     args.model.validate()?;
     let schedule = Schedule::new(args.steps.unwrap_or(5000), args.eval_every);
     schedule.validate()?;
@@ -126,18 +124,17 @@ pub fn run(args: &CnnArgs) -> Result<()> {
     Ok(())
 }
 
-/// The configuration saved in the run folder `dir`, with what may change on resume taken
-/// from the command line.
-fn resumed_args(cli: &CnnArgs, dir: &Path) -> Result<CnnArgs> {
-    let mut saved: CnnArgs = saved_config(dir, "cnn")?;
-    saved.resume = Some(dir.to_path_buf());
-    saved.run.json = cli.run.json;
-    saved.run.out = Some(dir.to_path_buf());
-    if cli.steps.is_some() {
-        saved.steps = cli.steps;
+impl ResumableArgs for CnnArgs {
+    const EXPERIMENT: &'static str = "cnn";
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
     }
-    if cli.data.data != Path::new(DEFAULT_CIFAR10_DIR) {
-        saved.data = cli.data.clone();
+    fn adopt(&mut self, cli: &Self, dir: &Path) {
+        adopt_run_flags(
+            (&mut self.steps, &mut self.run, &mut self.resume),
+            (cli.steps, &cli.run),
+            dir,
+        );
+        self.data.adopt(&cli.data);
     }
-    Ok(saved)
 }

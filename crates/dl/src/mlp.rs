@@ -18,9 +18,9 @@ use serde_json::json;
 use crate::burn_trainer::BurnCifarTrainer;
 use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_params};
 use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
-use crate::download::DEFAULT_CIFAR10_DIR;
 use crate::runner::{
-    Evaluation, Experiment, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, run_experiment, saved_config,
+    Evaluation, Experiment, ResumableArgs, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, adopt_run_flags,
+    resolve_args, run_experiment,
 };
 
 /// Which implementation trains the model.
@@ -288,10 +288,7 @@ impl Trainer for ManualMlpTrainer {
 /// `dl mlp`
 pub fn run(args: &MlpArgs) -> Result<()> {
     let clock = Stopwatch::start();
-    let args = &match &args.resume {
-        Some(dir) => resumed_args(args, dir)?,
-        None => args.clone(),
-    };
+    let args = &resolve_args(args)?;
     args.model.validate()?;
     let schedule = Schedule::new(args.steps(), args.eval_every);
     schedule.validate()?;
@@ -342,18 +339,17 @@ pub fn run(args: &MlpArgs) -> Result<()> {
     Ok(())
 }
 
-/// The configuration saved in the run folder `dir`, with what may change on resume taken
-/// from the command line.
-fn resumed_args(cli: &MlpArgs, dir: &Path) -> Result<MlpArgs> {
-    let mut saved: MlpArgs = saved_config(dir, "mlp")?;
-    saved.resume = Some(dir.to_path_buf());
-    saved.run.json = cli.run.json;
-    saved.run.out = Some(dir.to_path_buf());
-    if cli.steps.is_some() {
-        saved.steps = cli.steps;
+impl ResumableArgs for MlpArgs {
+    const EXPERIMENT: &'static str = "mlp";
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
     }
-    if cli.data.data != Path::new(DEFAULT_CIFAR10_DIR) {
-        saved.data = cli.data.clone();
+    fn adopt(&mut self, cli: &Self, dir: &Path) {
+        adopt_run_flags(
+            (&mut self.steps, &mut self.run, &mut self.resume),
+            (cli.steps, &cli.run),
+            dir,
+        );
+        self.data.adopt(&cli.data);
     }
-    Ok(saved)
 }

@@ -202,11 +202,7 @@ impl Trainer for RnnTrainer<'_> {
         let (tokens, labels) = self.train.next_batch(self.batch_size);
         let device = self.trainer.device().clone();
         let (x, y) = self.batch_tensors(&tokens, &labels, &device);
-        let out = self.trainer.step(x, y, self.lr);
-        Ok(StepMetrics {
-            loss: out.loss as f64,
-            accuracy: Some(out.correct as f64 / out.count as f64),
-        })
+        Ok(self.trainer.step(x, y, self.lr).into())
     }
 
     fn evaluate(&mut self) -> Result<Evaluation> {

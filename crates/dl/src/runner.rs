@@ -162,6 +162,15 @@ pub struct StepMetrics {
     pub accuracy: Option<f64>,
 }
 
+impl From<burn_models::train::StepOutput> for StepMetrics {
+    fn from(out: burn_models::train::StepOutput) -> Self {
+        StepMetrics {
+            loss: out.loss as f64,
+            accuracy: Some(out.correct as f64 / out.count as f64),
+        }
+    }
+}
+
 impl From<f64> for StepMetrics {
     fn from(loss: f64) -> Self {
         StepMetrics { loss, accuracy: None }
@@ -363,7 +372,13 @@ pub fn run_training(
             trainer.save_checkpoint(run.dir(), step)?;
         }
         trainer.after_step(step, run.dir())?;
+        let evaluated = !record.eval.is_empty();
         run.log(&record)?;
+        if evaluated {
+            // The metrics on disk reach the checkpoint just written, for --resume after a
+            // crash, and for anyone watching the run.
+            run.flush()?;
+        }
         bar.set_position(step as u64);
         let mut message = format!("loss {:.4}", metrics.loss);
         if let Some(a) = metrics.accuracy {
@@ -478,6 +493,45 @@ pub fn run_experiment(
     );
     report(&human, &summary, json);
     Ok(history)
+}
+
+/// An experiment's arguments that `--resume RUN` can restore from the run's `config.json`.
+pub trait ResumableArgs: serde::de::DeserializeOwned + Clone {
+    /// The experiment's name, for messages.
+    const EXPERIMENT: &'static str;
+    /// The run folder given with `--resume`.
+    fn resume_dir(&self) -> Option<&Path>;
+    /// Takes from the command line `cli` what may change on resume (at least `--steps` and
+    /// `--json`, see [`adopt_run_flags`]).
+    fn adopt(&mut self, cli: &Self, dir: &Path);
+}
+
+/// The arguments to run with: the command line's, or on `--resume` the saved ones with what
+/// may change taken from the command line.
+pub fn resolve_args<A: ResumableArgs>(cli: &A) -> Result<A> {
+    match cli.resume_dir() {
+        Some(dir) => {
+            let mut saved: A = saved_config(dir, A::EXPERIMENT)?;
+            saved.adopt(cli, dir);
+            Ok(saved)
+        }
+        None => Ok(cli.clone()),
+    }
+}
+
+/// What every resumed run takes from the command line: `--steps` (when given) and `--json`;
+/// it writes into the run folder it resumes.
+pub fn adopt_run_flags(
+    (steps, run, resume): (&mut Option<usize>, &mut RunArgs, &mut Option<PathBuf>),
+    (cli_steps, cli_run): (Option<usize>, &RunArgs),
+    dir: &Path,
+) {
+    *resume = Some(dir.to_path_buf());
+    run.json = cli_run.json;
+    run.out = Some(dir.to_path_buf());
+    if cli_steps.is_some() {
+        *steps = cli_steps;
+    }
 }
 
 /// The configuration saved in run folder `dir` by an earlier run of `experiment`.

@@ -22,8 +22,8 @@ use serde_json::json;
 use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs};
 use crate::mlp::DeviceArg;
 use crate::runner::{
-    Evaluation, Experiment, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, extend, report, saved_config, summary,
-    train_experiment,
+    Evaluation, Experiment, ResumableArgs, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, adopt_run_flags, extend,
+    report, resolve_args, saved_config, summary, train_experiment,
 };
 
 /// The model, data and optimiser flags, shared by `dl textgen` and `dl bench textgen`.
@@ -253,11 +253,7 @@ impl Trainer for TextTrainer {
         let device = self.trainer.device().clone();
         let x = tokens_tensor(&inputs, [b, t], &device);
         let y = targets_tensor(&targets, &device);
-        let out = self.trainer.step(x, y, self.args.lr_at(step));
-        Ok(StepMetrics {
-            loss: out.loss as f64,
-            accuracy: Some(out.correct as f64 / out.count as f64),
-        })
+        Ok(self.trainer.step(x, y, self.args.lr_at(step)).into())
     }
 
     /// Bits per character and accuracy on the held-out text, read in consecutive windows.
@@ -336,22 +332,24 @@ impl Trainer for TextTrainer {
     }
 }
 
+impl ResumableArgs for TextgenArgs {
+    const EXPERIMENT: &'static str = "textgen";
+    fn resume_dir(&self) -> Option<&Path> {
+        self.resume.as_deref()
+    }
+    fn adopt(&mut self, cli: &Self, dir: &Path) {
+        adopt_run_flags(
+            (&mut self.steps, &mut self.run, &mut self.resume),
+            (cli.steps, &cli.run),
+            dir,
+        );
+    }
+}
+
 /// `dl textgen`
 pub fn run(args: &TextgenArgs) -> Result<()> {
     let clock = Stopwatch::start();
-    let args = &match &args.resume {
-        Some(dir) => {
-            let mut saved: TextgenArgs = saved_config(dir, "textgen")?;
-            saved.resume = Some(dir.clone());
-            saved.run.json = args.run.json;
-            saved.run.out = Some(dir.clone());
-            if args.steps.is_some() {
-                saved.steps = args.steps;
-            }
-            saved
-        }
-        None => args.clone(),
-    };
+    let args = &resolve_args(args)?;
     args.model.validate()?;
     if args.sample_every == 0 {
         bail!("--sample-every must be at least 1");

@@ -3,21 +3,7 @@
 
 mod common;
 
-use std::fs;
-use std::path::Path;
-
-use common::{assert_clean_failure, dl, last_json, learnable_cifar};
-
-fn losses(dir: &Path) -> Vec<(u64, f64)> {
-    fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["step"].as_u64().unwrap(), v["train_loss"].as_f64().unwrap())
-        })
-        .collect()
-}
+use common::{assert_clean_failure, dl, last_json, learnable_cifar, losses};
 
 #[test]
 fn burn_mlps_with_batch_and_layer_norm_learn() {

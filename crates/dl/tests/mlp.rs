@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{assert_clean_failure, dl, last_json, learnable_cifar};
+use common::{assert_clean_failure, dl, last_json, learnable_cifar, losses};
 use data::RECORD_BYTES;
 
 fn train(data: &str, out: &str, seed: &str) -> std::process::Output {
@@ -157,16 +157,6 @@ fn resume_continues_exactly_where_the_run_stopped() {
     assert_eq!(last_json(&out)["steps"], 120);
     // The same losses step by step; the resumed run also holds the evaluation after its
     // first run's last step (100).
-    let losses = |dir: &std::path::Path| -> Vec<(u64, f64)> {
-        fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["step"].as_u64().unwrap(), v["train_loss"].as_f64().unwrap())
-            })
-            .collect()
-    };
     let a = losses(&whole);
     assert_eq!(a.len(), 120);
     assert_eq!(a, losses(&part), "a resumed run's curve is the uninterrupted run's");

@@ -69,3 +69,15 @@ pub fn assert_clean_failure(out: &Output, needle: &str) {
         errors[0]
     );
 }
+
+/// `(step, training loss)` of every line of a run folder's `metrics.jsonl`.
+pub fn losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["train_loss"].as_f64().unwrap())
+        })
+        .collect()
+}
