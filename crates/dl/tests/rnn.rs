@@ -41,6 +41,22 @@ fn a_tiny_lstm_learns_tiny_palindromes_over_seeds() {
     let mean = s["test_accuracy_mean"].as_f64().unwrap();
     assert!(mean > 0.95, "mean test accuracy {mean}");
     assert!(s["test_accuracy_std"].as_f64().unwrap() >= 0.0);
+    // Each seed lists the test sequences it got wrong (up to 10): as many as its accuracy says.
+    let tested = 10.0 * 64.0;
+    for (mistakes, accuracy) in s["test_mistakes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(s["test_accuracies"].as_array().unwrap())
+    {
+        let wrong = ((1.0 - accuracy.as_f64().unwrap()) * tested).round() as usize;
+        let mistakes = mistakes.as_array().unwrap();
+        assert_eq!(mistakes.len(), wrong.min(10), "{mistakes:?}");
+        for m in mistakes {
+            let m = m.as_str().unwrap();
+            assert!(m.starts_with(['0', '1']) && m.contains("(label "), "{m}");
+        }
+    }
     for steps in s["steps_per_seed"].as_array().unwrap() {
         assert!(steps.as_u64().unwrap() < 300, "early stopping ends training: {steps}");
     }
