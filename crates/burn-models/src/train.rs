@@ -212,14 +212,19 @@ pub fn load_weights<M: Module>(model: M, weights: Vec<u8>) -> Result<M, String> 
     model.try_load_record(record).map_err(|e| e.to_string())
 }
 
-/// Number of rows of `logits` whose largest entry is at the target.
-pub fn count_correct(logits: Tensor<2>, targets: &[usize]) -> usize {
+/// The class each row of `logits: [B, C]` puts first.
+pub fn predicted_classes(logits: Tensor<2>) -> Vec<usize> {
     let predicted = logits.argmax(1).into_data().convert::<i64>();
     let predicted = predicted.as_slice::<i64>().expect("i64 predictions");
-    predicted
+    predicted.iter().map(|&p| p as usize).collect()
+}
+
+/// Number of rows of `logits` whose largest entry is at the target.
+pub fn count_correct(logits: Tensor<2>, targets: &[usize]) -> usize {
+    predicted_classes(logits)
         .iter()
         .zip(targets)
-        .filter(|(p, t)| **p as usize == **t)
+        .filter(|(p, t)| p == t)
         .count()
 }
 

@@ -23,6 +23,20 @@ pub trait SequenceTask {
     fn classes(&self) -> usize;
     /// Draws one example.
     fn sample(&self, rng: &mut StdRng) -> Example;
+    /// `tokens` for a person to read: the tokens, space-separated, unless the task knows better.
+    fn describe(&self, tokens: &[usize]) -> String {
+        tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Inputs of the bit tasks (tokens 0 = padding, 1 = bit 0, 2 = bit 1) as their bits, padding
+/// left out.
+fn describe_bits(tokens: &[usize]) -> String {
+    tokens
+        .iter()
+        .skip_while(|&&t| t == 0)
+        .map(|&t| if t == 2 { '1' } else { '0' })
+        .collect()
 }
 
 /// Binary palindromes with parameter `L`, as the original: `ceil(L/2)` random digits 0–8,
@@ -91,6 +105,9 @@ impl SequenceTask for Palindrome {
         symbols.extend(bits.iter().map(|&b| b as usize + 1));
         let label = symbols.pop().expect("a palindrome is not empty") - 1;
         Example { tokens: symbols, label }
+    }
+    fn describe(&self, tokens: &[usize]) -> String {
+        describe_bits(tokens)
     }
 }
 
@@ -179,6 +196,9 @@ impl SequenceTask for BaumSweet {
         let mut tokens = vec![0usize; self.input_len() - bits.len()];
         tokens.extend(bits.iter().map(|&b| b as usize + 1));
         Example { tokens, label }
+    }
+    fn describe(&self, tokens: &[usize]) -> String {
+        describe_bits(tokens)
     }
 }
 
@@ -301,6 +321,14 @@ mod tests {
             all.sort();
             assert_eq!(all, (0..10).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn sequences_are_described_in_their_own_terms() {
+        assert_eq!(Palindrome { length: 2 }.describe(&[0, 0, 2, 1, 1, 2]), "1001");
+        assert_eq!(BaumSweet { length: 2 }.describe(&[0, 2, 1, 1, 2]), "1001");
+        // Three values, tokens 0..3 like the bit tasks', but no padding and no bits.
+        assert_eq!(RandomCombination { length: 3 }.describe(&[0, 2]), "0 2");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use burn::optim::AdamConfig;
-use burn_models::train::{ClassifierTrainer, targets_tensor, tokens_tensor};
+use burn_models::train::{ClassifierTrainer, predicted_classes, targets_tensor, tokens_tensor};
 use burn_models::{RnnKind, SequenceClassifier, SequenceClassifierConfig};
 use clap::{Args, ValueEnum};
 use data::sequences::{BaumSweet, Palindrome, RandomCombination, SequenceBatches, SequenceTask};
@@ -193,31 +193,6 @@ struct RnnTrainer<'a> {
 /// How many wrong test sequences a seed's report lists.
 const MISTAKES_LISTED: usize = 10;
 
-/// A test sequence for a report: bit tasks (tokens 0 = padding, 1, 2 = bits 0, 1) as their
-/// bits without the padding, other tasks as their tokens.
-fn describe_sequence(tokens: &[usize], vocab: usize) -> String {
-    if vocab == 3 {
-        tokens
-            .iter()
-            .skip_while(|&&t| t == 0)
-            .map(|&t| if t == 2 { '1' } else { '0' })
-            .collect()
-    } else {
-        tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" ")
-    }
-}
-
-/// The class each row of `logits: [B, C]` puts first.
-fn predicted_classes(logits: burn::Tensor<2>) -> Vec<usize> {
-    let predicted = logits.argmax(1).into_data().convert::<i64>();
-    predicted
-        .as_slice::<i64>()
-        .expect("i64 predictions")
-        .iter()
-        .map(|&p| p as usize)
-        .collect()
-}
-
 impl RnnTrainer<'_> {
     fn batch_tensors(
         &self,
@@ -252,7 +227,7 @@ impl Trainer for RnnTrainer<'_> {
                 if predicted == label {
                     correct += 1;
                 } else if self.mistakes.len() < MISTAKES_LISTED {
-                    let sequence = describe_sequence(&tokens[row * width..(row + 1) * width], self.task.vocab());
+                    let sequence = self.task.describe(&tokens[row * width..(row + 1) * width]);
                     self.mistakes
                         .push(format!("{sequence} (label {label}, predicted {predicted})"));
                 }
