@@ -263,7 +263,7 @@ def dl_cmd(args):
     if args.model == "cnn":
         cmd = [args.dl, "bench", "cnn", "--lr", str(args.lr)]
     elif args.model == "rnn":
-        cmd = [args.dl, "bench", "rnn", "--model", args.rnn_model, "--length", str(args.length),
+        cmd = [args.dl, "bench", "rnn", "--engine", args.engine, "--model", args.rnn_model, "--length", str(args.length),
                "--input-dim", str(args.input_dim), "--hidden", str(args.hidden), "--lr", str(args.lr)]
     elif args.model == "textgen":
         cmd = [args.dl, "bench", "textgen", "--lr", str(args.lr)]

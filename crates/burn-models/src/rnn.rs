@@ -419,4 +419,91 @@ mod tests {
         assert_eq!(state.len(), 2);
         assert_eq!(state[1].h.dims(), [2, 6]);
     }
+
+    /// The manual engine's classifier, given the same weights and batch as its burn twin,
+    /// computes the same loss and the same gradient for every parameter.
+    #[test]
+    fn the_manual_engine_twin_gives_the_same_loss_and_gradients() {
+        use burn::nn::loss::CrossEntropyLossConfig;
+        use manual::gradcheck::relative_error;
+        use manual::{Embedding, InputProjection, LinearLayer, Parameters, RecurrentLayer};
+        use ndarray::{Array1, Array2};
+
+        fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+            t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        }
+        fn matrix(t: Tensor<2>) -> Array2<f32> {
+            let [r, c] = t.dims();
+            Array2::from_shape_vec((r, c), values(t)).unwrap()
+        }
+        fn widen(v: &[f32]) -> Vec<f64> {
+            v.iter().map(|&x| x as f64).collect()
+        }
+
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let (vocab, d, h, classes, batch, steps) = (3, 8, 16, 4, 6, 9);
+        let tokens: Vec<usize> = (0..batch * steps).map(|i| (i * 7 + i / 5) % vocab).collect();
+        let targets: Vec<usize> = (0..batch).map(|i| (i * 3 + 1) % classes).collect();
+        for kind in [RnnKind::Lstm, RnnKind::Peephole] {
+            let model = SequenceClassifierConfig {
+                kind,
+                vocab,
+                input_dim: d,
+                hidden: h,
+                classes,
+            }
+            .init(&device);
+            let x = crate::train::tokens_tensor(&tokens, [batch, steps], &device);
+            let y = crate::train::targets_tensor(&targets, &device);
+            let loss = CrossEntropyLossConfig::new().init(&device).forward(model.forward(x), y);
+            let burn_loss = loss.clone().into_scalar::<f32>();
+            let grads = loss.backward();
+
+            // The same weights in the manual engine, and burn's gradients in the manual
+            // engine's parameter order.
+            let embedding = Embedding::from_weights(matrix(model.embedding.weight.val()));
+            let head_weight = model.head.weight.val();
+            let head_bias = model.head.bias.as_ref().unwrap().val();
+            let grad2 = |p: &Param<Tensor<2>>| values(p.grad(&grads).unwrap());
+            let grad1 = |p: &Param<Tensor<1>>| values(p.grad(&grads).unwrap());
+            let (rnn, rnn_grads) = match &model.rnn {
+                Recurrent::Lstm(l) => {
+                    let input =
+                        InputProjection::from_weights(matrix(l.w_x.val()), Array1::from_vec(values(l.bias.val())));
+                    (
+                        RecurrentLayer::Lstm(manual::Lstm::from_weights(input, matrix(l.w_h.val()))),
+                        vec![grad2(&l.w_x), grad2(&l.w_h), grad1(&l.bias)],
+                    )
+                }
+                Recurrent::Peephole(l) => {
+                    let input =
+                        InputProjection::from_weights(matrix(l.w_x.val()), Array1::from_vec(values(l.bias.val())));
+                    (
+                        RecurrentLayer::Peephole(manual::PeepholeLstm::from_weights(input, matrix(l.w_c.val()))),
+                        vec![grad2(&l.w_x), grad2(&l.w_c), grad1(&l.bias)],
+                    )
+                }
+                _ => unreachable!(),
+            };
+            let mut burn_grads = vec![grad2(&model.embedding.weight)];
+            burn_grads.extend(rnn_grads);
+            burn_grads.push(grad2(&model.head.weight));
+            burn_grads.push(grad1(model.head.bias.as_ref().unwrap()));
+            let head = LinearLayer::from_weights(matrix(head_weight), Array1::from_vec(values(head_bias)));
+            let mut twin = manual::SequenceClassifier::from_parts(embedding, rnn, head);
+
+            let (manual_loss, _) = twin.forward_backward(&tokens, &targets);
+            assert!(
+                (manual_loss - burn_loss).abs() <= 1e-5 * burn_loss.abs(),
+                "{kind:?}: loss {manual_loss} vs burn's {burn_loss}"
+            );
+            let params = twin.parameters();
+            assert_eq!(params.len(), burn_grads.len());
+            for (p, burn_grad) in params.iter().zip(&burn_grads) {
+                let err = relative_error(&widen(p.grad), &widen(burn_grad));
+                assert!(err < 1e-4, "{kind:?} {}: relative error {err:e} against burn", p.name);
+            }
+        }
+    }
 }

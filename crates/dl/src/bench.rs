@@ -28,7 +28,7 @@ pub enum BenchCommand {
     Mlp(BenchMlpArgs),
     /// The residual CNN's training step (burn engine, Adam).
     Cnn(BenchCnnArgs),
-    /// A recurrent classifier's training step on a sequence task (burn engine, Adam).
+    /// A recurrent classifier's training step on a sequence task (Adam).
     Rnn(BenchRnnArgs),
     /// The character model's training step (burn engine, RMSprop).
     Textgen(BenchTextArgs),
@@ -305,13 +305,10 @@ fn bench_rnn(args: &BenchRnnArgs) -> Result<()> {
     let task = args.model.task.task(args.model.length);
     let batch = args.model.batch_size;
     let (tokens, labels) = SequenceBatches::new(task.as_ref(), args.timing.seed).next_batch(batch);
-    let device = args.model.device.device()?.autodiff();
-    let mut trainer = args.model.trainer(task.as_ref(), device.clone(), args.timing.seed);
+    let mut learner = args.model.learner(task.as_ref(), args.timing.seed)?;
     let t = task.input_len();
     let timings = time_steps(&args.timing, || {
-        let x = tokens_tensor(&tokens, [batch, t], &device);
-        let y = targets_tensor(&labels, &device);
-        trainer.step(x, y, args.model.lr);
+        learner.step(&tokens, &labels, args.model.lr);
     });
     let (d, h) = (args.model.input_dim, args.model.hidden);
     let flops = match args.model.model {
@@ -328,7 +325,15 @@ fn bench_rnn(args: &BenchRnnArgs) -> Result<()> {
         "hidden": h,
         "input_dim": d,
     });
-    report("rnn", "burn", batch, &args.timing, &timings, flops, extra);
+    report(
+        "rnn",
+        args.model.engine.name(),
+        batch,
+        &args.timing,
+        &timings,
+        flops,
+        extra,
+    );
     Ok(())
 }
 

@@ -11,11 +11,14 @@ use burn_models::train::{ClassifierTrainer, predicted_classes, targets_tensor, t
 use burn_models::{RnnKind, SequenceClassifier, SequenceClassifierConfig};
 use clap::{Args, ValueEnum};
 use data::sequences::{BaumSweet, Palindrome, RandomCombination, SequenceBatches, SequenceTask};
+use manual::{Adam, Parameters, RecurrentKind, clip_grad_norm};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs};
-use crate::mlp::DeviceArg;
+use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs, save_params};
+use crate::mlp::{DeviceArg, Engine};
 use crate::plot::draw_curves;
 use crate::runner::{
     Evaluation, Experiment, RunArgs, RunFolder, Schedule, StepMetrics, Stopwatch, Trainer, extend, report, summary,
@@ -97,10 +100,17 @@ pub struct RnnModelArgs {
     /// Device of the burn engine.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Implementation: burn modules and autodiff, or the manual engine's hand-written
+    /// backward passes (LSTM and peephole LSTM).
+    #[arg(long, value_enum, default_value = "burn")]
+    pub engine: Engine,
 }
 
 impl RnnModelArgs {
     pub fn validate(&self) -> Result<()> {
+        if self.engine == Engine::Manual && !matches!(self.model, ModelArg::Lstm | ModelArg::Peephole) {
+            bail!("--engine manual runs --model lstm and --model peephole; use --engine burn for gru and bilstm");
+        }
         if self.length < 2 {
             bail!("--length must be at least 2");
         }
@@ -145,6 +155,136 @@ impl RnnModelArgs {
         let adam = AdamConfig::new().with_epsilon(1e-8).init();
         ClassifierTrainer::new(model, adam, device).with_max_norm(Some(self.max_norm))
     }
+
+    /// The classifier on the engine `--engine` asks for, seeded.
+    pub fn learner(&self, task: &dyn SequenceTask, seed: u64) -> Result<Box<dyn SequenceLearner>> {
+        Ok(match self.engine {
+            Engine::Burn => Box::new(BurnLearner {
+                trainer: self.trainer(task, self.device.device()?.autodiff(), seed),
+                steps: task.input_len(),
+            }),
+            Engine::Manual => {
+                let kind = match self.model {
+                    ModelArg::Lstm => RecurrentKind::Lstm,
+                    ModelArg::Peephole => RecurrentKind::Peephole,
+                    other => bail!("the manual engine has no {other:?} model"),
+                };
+                let mut rng = StdRng::seed_from_u64(seed);
+                let model = manual::SequenceClassifier::new(
+                    kind,
+                    task.vocab(),
+                    self.input_dim,
+                    self.hidden,
+                    task.classes(),
+                    &mut rng,
+                );
+                Box::new(ManualLearner {
+                    model,
+                    adam: Adam::default(),
+                    max_norm: self.max_norm,
+                })
+            }
+        })
+    }
+}
+
+/// A sequence classifier on either engine, as training and testing need it.
+pub trait SequenceLearner {
+    /// One step of Adam (with gradient clipping) on `tokens` (`labels.len()` sequences,
+    /// one after the other).
+    fn step(&mut self, tokens: &[usize], labels: &[usize], lr: f64) -> StepMetrics;
+    /// The predicted class of each of `batch` sequences.
+    fn predict(&mut self, tokens: &[usize], batch: usize) -> Vec<usize>;
+    /// Writes weights and optimiser state to `path` (atomically).
+    fn save(&mut self, path: &Path, step: usize) -> Result<()>;
+    /// Loads what [`SequenceLearner::save`] wrote; returns its step.
+    fn restore(&mut self, path: &Path) -> Result<usize>;
+}
+
+/// The burn engine's classifier.
+struct BurnLearner {
+    trainer: ClassifierTrainer<SequenceClassifier>,
+    /// Sequence length.
+    steps: usize,
+}
+
+impl SequenceLearner for BurnLearner {
+    fn step(&mut self, tokens: &[usize], labels: &[usize], lr: f64) -> StepMetrics {
+        let device = self.trainer.device().clone();
+        let x = tokens_tensor(tokens, [labels.len(), self.steps], &device);
+        self.trainer.step(x, targets_tensor(labels, &device), lr).into()
+    }
+
+    fn predict(&mut self, tokens: &[usize], batch: usize) -> Vec<usize> {
+        let x = tokens_tensor(tokens, [batch, self.steps], &self.trainer.eval_device());
+        predicted_classes(self.trainer.eval_model().forward(x))
+    }
+
+    fn save(&mut self, path: &Path, step: usize) -> Result<()> {
+        let (weights, optimizer) = self.trainer.save().map_err(|e| anyhow!("cannot save the model: {e}"))?;
+        save_blobs(
+            path,
+            &[("weights", &weights), ("optimizer", &optimizer)],
+            metadata(step, "rnn", "burn"),
+        )
+    }
+
+    fn restore(&mut self, path: &Path) -> Result<usize> {
+        let checkpoint = Checkpoint::read(path)?;
+        checkpoint.expect("rnn", "burn")?;
+        self.trainer
+            .load(checkpoint.blob("weights")?, checkpoint.blob("optimizer")?)
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        checkpoint.step()
+    }
+}
+
+/// The manual engine's classifier with Adam.
+struct ManualLearner {
+    model: manual::SequenceClassifier<f32>,
+    adam: Adam<f32>,
+    max_norm: f64,
+}
+
+impl SequenceLearner for ManualLearner {
+    fn step(&mut self, tokens: &[usize], labels: &[usize], lr: f64) -> StepMetrics {
+        let (loss, correct) = self.model.forward_backward(tokens, labels);
+        clip_grad_norm(&mut self.model, self.max_norm);
+        self.adam.step(&mut self.model, lr);
+        StepMetrics {
+            loss: loss as f64,
+            accuracy: Some(correct as f64 / labels.len() as f64),
+        }
+    }
+
+    fn predict(&mut self, tokens: &[usize], batch: usize) -> Vec<usize> {
+        self.model.predict(tokens, batch)
+    }
+
+    fn save(&mut self, path: &Path, step: usize) -> Result<()> {
+        self.adam.reserve(&mut self.model);
+        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
+        let mut meta = metadata(step, "rnn", "manual");
+        meta.insert("adam_steps".to_owned(), self.adam.steps.to_string());
+        let mut tensors = self.model.parameters();
+        tensors.extend(self.adam.state(&names));
+        save_params(path, &tensors, meta)
+    }
+
+    fn restore(&mut self, path: &Path) -> Result<usize> {
+        let checkpoint = Checkpoint::read(path)?;
+        checkpoint.expect("rnn", "manual")?;
+        self.adam.reserve(&mut self.model);
+        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
+        let mut tensors = self.model.parameters();
+        tensors.extend(self.adam.state(&names));
+        checkpoint.restore_params(tensors)?;
+        self.adam.steps = checkpoint
+            .meta("adam_steps")?
+            .parse()
+            .map_err(|e| anyhow!("{}: bad adam_steps: {e}", path.display()))?;
+        checkpoint.step()
+    }
 }
 
 /// Arguments of `dl rnn`.
@@ -176,7 +316,7 @@ pub struct RnnArgs {
 
 /// One seed's classifier and its streams of training and test batches.
 struct RnnTrainer<'a> {
-    trainer: ClassifierTrainer<SequenceClassifier>,
+    learner: Box<dyn SequenceLearner>,
     task: &'a dyn SequenceTask,
     train: SequenceBatches<'a>,
     /// Seed of the test batches: fresh sequences, never trained on (with overwhelming
@@ -193,37 +333,21 @@ struct RnnTrainer<'a> {
 /// How many wrong test sequences a seed's report lists.
 const MISTAKES_LISTED: usize = 10;
 
-impl RnnTrainer<'_> {
-    fn batch_tensors(
-        &self,
-        tokens: &[usize],
-        labels: &[usize],
-        device: &burn::tensor::Device,
-    ) -> (burn::Tensor<2, burn::prelude::Int>, burn::Tensor<1, burn::prelude::Int>) {
-        let x = tokens_tensor(tokens, [labels.len(), self.task.input_len()], device);
-        (x, targets_tensor(labels, device))
-    }
-}
-
 impl Trainer for RnnTrainer<'_> {
     fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
         let (tokens, labels) = self.train.next_batch(self.batch_size);
-        let device = self.trainer.device().clone();
-        let (x, y) = self.batch_tensors(&tokens, &labels, &device);
-        Ok(self.trainer.step(x, y, self.lr).into())
+        Ok(self.learner.step(&tokens, &labels, self.lr))
     }
 
     fn evaluate(&mut self) -> Result<Evaluation> {
-        let model = self.trainer.eval_model();
-        let device = self.trainer.eval_device();
         let mut test = SequenceBatches::new(self.task, self.test_seed);
         let mut correct = 0;
         let width = self.task.input_len();
         self.mistakes.clear();
         for _ in 0..self.test_batches {
             let (tokens, labels) = test.next_batch(self.batch_size);
-            let (x, _) = self.batch_tensors(&tokens, &labels, &device);
-            for (row, (&predicted, &label)) in predicted_classes(model.forward(x)).iter().zip(&labels).enumerate() {
+            let predictions = self.learner.predict(&tokens, labels.len());
+            for (row, (&predicted, &label)) in predictions.iter().zip(&labels).enumerate() {
                 if predicted == label {
                     correct += 1;
                 } else if self.mistakes.len() < MISTAKES_LISTED {
@@ -238,21 +362,11 @@ impl Trainer for RnnTrainer<'_> {
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
-        let (weights, optimizer) = self.trainer.save().map_err(|e| anyhow!("cannot save the model: {e}"))?;
-        save_blobs(
-            &dir.join(CHECKPOINT),
-            &[("weights", &weights), ("optimizer", &optimizer)],
-            metadata(step, "rnn", "burn"),
-        )
+        self.learner.save(&dir.join(CHECKPOINT), step)
     }
 
     fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
-        let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
-        checkpoint.expect("rnn", "burn")?;
-        let step = checkpoint.step()?;
-        self.trainer
-            .load(checkpoint.blob("weights")?, checkpoint.blob("optimizer")?)
-            .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        let step = self.learner.restore(&dir.join(CHECKPOINT))?;
         for _ in 0..step {
             self.train.next_batch(self.batch_size);
         }
@@ -284,7 +398,6 @@ pub fn run(args: &RnnArgs) -> Result<()> {
         ..Schedule::new(args.steps, args.steps)
     };
     schedule.validate()?;
-    let device = args.model.device.device()?.autodiff();
     let task = args.model.task.task(args.model.length);
     let top = RunFolder::create(args.run.out.as_deref(), "rnn")?;
     top.write_config(args)?;
@@ -297,7 +410,7 @@ pub fn run(args: &RnnArgs) -> Result<()> {
     for k in 0..args.seeds {
         let seed = args.seed + k as u64;
         let mut trainer = RnnTrainer {
-            trainer: args.model.trainer(task.as_ref(), device.clone(), seed),
+            learner: args.model.learner(task.as_ref(), seed)?,
             task: task.as_ref(),
             train: SequenceBatches::new(task.as_ref(), seed.wrapping_mul(2).wrapping_add(1)),
             test_seed: seed.wrapping_mul(2).wrapping_add(2) ^ 0x5eed_7e57,
@@ -309,7 +422,7 @@ pub fn run(args: &RnnArgs) -> Result<()> {
         let seed_dir = top.path(&format!("seed-{seed}"));
         let experiment = Experiment {
             name: &name,
-            engine: "burn",
+            engine: args.model.engine.name(),
             schedule,
             resume: None,
             out: Some(&seed_dir),
@@ -346,7 +459,7 @@ pub fn run(args: &RnnArgs) -> Result<()> {
     }
     let experiment = Experiment {
         name: "rnn",
-        engine: "burn",
+        engine: args.model.engine.name(),
         schedule,
         resume: None,
         out: None,

@@ -69,6 +69,66 @@ fn a_tiny_lstm_learns_tiny_palindromes_over_seeds() {
     assert_eq!(&fs::read(run.join("curves.png")).unwrap()[1..4], b"PNG");
 }
 
+/// The manual engine's LSTM and peephole LSTM learn the same tiny task, write their
+/// checkpoints, and give the same curve for the same seed.
+#[test]
+fn the_manual_engine_learns_tiny_palindromes_reproducibly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = |model: &str, run: &std::path::Path| {
+        dl(&[
+            "rnn",
+            "--engine",
+            "manual",
+            "--model",
+            model,
+            "--length",
+            "4",
+            "--hidden",
+            "32",
+            "--input-dim",
+            "16",
+            "--batch-size",
+            "64",
+            "--lr",
+            "0.01",
+            "--steps",
+            "300",
+            "--early-stop",
+            "10",
+            "--seeds",
+            "1",
+            "--out",
+            run.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    for model in ["lstm", "peephole"] {
+        let run = tmp.path().join(model);
+        let out = train(model, &run);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s = last_json(&out);
+        assert_eq!(s["engine"], "manual");
+        let accuracy = s["test_accuracy_mean"].as_f64().unwrap();
+        assert!(accuracy > 0.95, "{model}: test accuracy {accuracy}");
+        assert!(
+            s["steps_per_seed"][0].as_u64().unwrap() < 300,
+            "early stopping ends training"
+        );
+        assert!(run.join("seed-42/checkpoint.safetensors").is_file());
+        let again = tmp.path().join(format!("{model}-again"));
+        assert!(train(model, &again).status.success());
+        assert_eq!(
+            fs::read_to_string(run.join("seed-42/metrics.jsonl")).unwrap(),
+            fs::read_to_string(again.join("seed-42/metrics.jsonl")).unwrap(),
+            "{model}: the same seed gives the same curve"
+        );
+    }
+    assert_clean_failure(
+        &dl(&["rnn", "--engine", "manual", "--model", "gru"]),
+        "--engine manual runs --model lstm and --model peephole",
+    );
+}
+
 #[test]
 fn every_model_runs_on_every_task() {
     let tmp = tempfile::tempdir().unwrap();

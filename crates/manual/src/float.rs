@@ -85,6 +85,20 @@ pub fn exp_f32(x: f32) -> f32 {
     er * scale
 }
 
+/// The logistic function `σ(x) = 1/(1 + e⁻ˣ)`, branch-free.
+#[inline(always)]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    T::one() / (T::one() + (-x).fast_exp())
+}
+
+/// `tanh x = 2σ(2x) − 1`, branch-free (absolute error of a few `f32` ulps of 1, which is
+/// what the gates need; `f64` checks use the exact exponential).
+#[inline(always)]
+pub fn tanh<T: Float>(x: T) -> T {
+    let two = T::one() + T::one();
+    two * sigmoid(two * x) - T::one()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +116,20 @@ mod tests {
         assert!(worst <= 2.0, "worst error {worst} ulp");
         assert_eq!(exp_f32(0.0), 1.0);
         assert!(exp_f32(-1000.0) < 1e-37 && exp_f32(1000.0) > 1e38);
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_match_the_library() {
+        for i in -2000..=2000 {
+            let x = i as f32 * 0.01;
+            assert!(
+                (sigmoid(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp())).abs() < 1e-6,
+                "σ({x})"
+            );
+            assert!((tanh(x) as f64 - (x as f64).tanh()).abs() < 1e-6, "tanh({x})");
+            assert!((tanh(x as f64) - (x as f64).tanh()).abs() < 1e-15);
+        }
+        assert!((0.0..1e-30).contains(&sigmoid(-200.0f32)));
+        assert!(sigmoid(200.0f32) == 1.0 && tanh(50.0f32) == 1.0 && tanh(-50.0f32) == -1.0);
     }
 }

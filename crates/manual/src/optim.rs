@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::{Float, Parameters};
+use crate::{Float, Param, Parameters};
 
 /// Below this many values an update runs on one thread: forking costs more.
 const PARALLEL_THRESHOLD: usize = 1 << 15;
@@ -42,6 +42,123 @@ impl Sgd {
             });
         }
     }
+}
+
+/// Adam (Kingma & Ba), as PyTorch's: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+/// `θ ← θ − η·m̂/(√v̂ + ε)` with the bias corrections `m̂ = m/(1−β₁ᵗ)`, `v̂ = v/(1−β₂ᵗ)`.
+/// The moments are kept per parameter, in the order [`Parameters::parameters`] lists them.
+#[derive(Debug, Clone)]
+pub struct Adam<T> {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub epsilon: f64,
+    /// Updates taken so far (`t`).
+    pub steps: u64,
+    /// `(m, v)` per parameter; allocated on the first update (or by [`Adam::reserve`]).
+    moments: Vec<(Vec<T>, Vec<T>)>,
+}
+
+impl<T: Float> Default for Adam<T> {
+    /// PyTorch's defaults: `β = (0.9, 0.999)`, `ε = 1e-8`.
+    fn default() -> Self {
+        Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            steps: 0,
+            moments: Vec::new(),
+        }
+    }
+}
+
+impl<T: Float> Adam<T> {
+    /// Allocates zero moments shaped like `model`'s parameters (once).
+    pub fn reserve(&mut self, model: &mut impl Parameters<T>) {
+        if self.moments.is_empty() {
+            self.moments = model
+                .parameters()
+                .iter()
+                .map(|p| (vec![T::zero(); p.value.len()], vec![T::zero(); p.value.len()]))
+                .collect();
+        }
+    }
+
+    /// Applies one update at learning rate `lr` to every parameter of `model` and zeroes its
+    /// gradients, in one sweep over memory.
+    pub fn step(&mut self, model: &mut impl Parameters<T>, lr: f64) {
+        self.reserve(model);
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (b1, b2) = (T::of(self.beta1), T::of(self.beta2));
+        let (one_b1, one_b2) = (T::of(1.0 - self.beta1), T::of(1.0 - self.beta2));
+        // Fold the bias corrections into the step and ε: η·m̂/(√v̂ + ε) =
+        // (η/(1−β₁ᵗ))·m / (√v/√(1−β₂ᵗ) + ε).
+        let step_size = T::of(lr / (1.0 - self.beta1.powi(t)));
+        let inv_sqrt_c2 = T::of(1.0 / (1.0 - self.beta2.powi(t)).sqrt());
+        let eps = T::of(self.epsilon);
+        let params = model.parameters();
+        assert_eq!(params.len(), self.moments.len(), "Adam: the model's parameters changed");
+        for (p, (m, v)) in params.into_iter().zip(self.moments.iter_mut()) {
+            assert_eq!(p.value.len(), m.len(), "Adam: parameter {} changed size", p.name);
+            let update = |w: &mut [T], g: &mut [T], m: &mut [T], v: &mut [T]| {
+                for (((w, g), m), v) in w.iter_mut().zip(g.iter_mut()).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = b1 * *m + one_b1 * *g;
+                    *v = b2 * *v + one_b2 * *g * *g;
+                    *w -= step_size * *m / (v.sqrt() * inv_sqrt_c2 + eps);
+                    *g = T::zero();
+                }
+            };
+            if p.value.len() < PARALLEL_THRESHOLD {
+                update(p.value, p.grad, m, v);
+            } else {
+                let chunk = p.value.len().div_ceil(rayon::current_num_threads());
+                p.value
+                    .par_chunks_mut(chunk)
+                    .zip(p.grad.par_chunks_mut(chunk))
+                    .zip(m.par_chunks_mut(chunk))
+                    .zip(v.par_chunks_mut(chunk))
+                    .for_each(|(((w, g), m), v)| update(w, g, m, v));
+            }
+        }
+    }
+
+    /// The moments as named tensors (`adam.m.<parameter>`, `adam.v.<parameter>`) for
+    /// checkpoints; call [`Adam::reserve`] first when restoring into a fresh optimiser. The
+    /// `grad` of each is empty.
+    pub fn state<'a>(&'a mut self, names: &[String]) -> Vec<Param<'a, T>> {
+        assert_eq!(names.len(), self.moments.len(), "Adam: one name per parameter");
+        let mut out = Vec::with_capacity(2 * names.len());
+        for (name, (m, v)) in names.iter().zip(self.moments.iter_mut()) {
+            for (kind, values) in [("m", m), ("v", v)] {
+                out.push(Param {
+                    name: format!("adam.{kind}.{name}"),
+                    shape: vec![values.len()],
+                    value: values.as_mut_slice(),
+                    grad: &mut [],
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Scales every gradient of `model` by `max_norm / (‖g‖ + 1e-6)` when the global L2 norm
+/// `‖g‖` over all parameters together exceeds `max_norm` (PyTorch's `clip_grad_norm_`).
+/// Returns `‖g‖` before clipping.
+pub fn clip_grad_norm<T: Float>(model: &mut impl Parameters<T>, max_norm: f64) -> f64 {
+    let mut params = model.parameters();
+    let squared: f64 = params
+        .iter()
+        .map(|p| p.grad.iter().map(|&g| g.to_f64_lossy() * g.to_f64_lossy()).sum::<f64>())
+        .sum();
+    let norm = squared.sqrt();
+    if norm > max_norm {
+        let scale = T::of(max_norm / (norm + 1e-6));
+        for p in params.iter_mut() {
+            p.grad.iter_mut().for_each(|g| *g *= scale);
+        }
+    }
+    norm
 }
 
 #[cfg(test)]
@@ -96,5 +213,43 @@ mod tests {
         let last = mlp.loss(x.view(), &y);
         assert!(last < first * 0.2, "loss {first} → {last}");
         assert_eq!(mlp.count_correct(x.view(), &y), n);
+    }
+
+    #[test]
+    fn adam_matches_its_definition() {
+        // One scalar, gradient 2 then −1: compute the two updates by hand.
+        let mut layer = crate::LinearLayer::from_weights(ndarray::array![[1.0f64]], ndarray::array![0.0]);
+        let mut adam = Adam::default();
+        let (lr, b1, b2, eps) = (0.1, 0.9, 0.999, 1e-8);
+        let (mut w, mut m, mut v) = (1.0f64, 0.0, 0.0);
+        for (t, g) in [(1, 2.0), (2, -1.0)] {
+            layer.grad_weight[[0, 0]] = g;
+            adam.step(&mut layer, lr);
+            m = b1 * m + (1.0 - b1) * g;
+            v = b2 * v + (1.0 - b2) * g * g;
+            let (mh, vh) = (m / (1.0 - b1.powi(t)), v / (1.0 - b2.powi(t)));
+            w -= lr * mh / (vh.sqrt() + eps);
+            assert!(
+                (layer.weight[[0, 0]] - w).abs() < 1e-12,
+                "step {t}: {} vs {w}",
+                layer.weight[[0, 0]]
+            );
+            assert_eq!(layer.grad_weight[[0, 0]], 0.0);
+        }
+        // The bias had zero gradient both times: it has not moved.
+        assert_eq!(layer.bias[0], 0.0);
+    }
+
+    #[test]
+    fn clipping_scales_to_the_global_norm() {
+        let mut layer = crate::LinearLayer::from_weights(ndarray::array![[0.0f64, 0.0]], ndarray::array![0.0, 0.0]);
+        layer.grad_weight = ndarray::array![[3.0, 0.0]];
+        layer.grad_bias = ndarray::array![0.0, 4.0];
+        assert_eq!(clip_grad_norm(&mut layer, 10.0), 5.0);
+        assert_eq!(layer.grad_bias[1], 4.0, "below the bound nothing changes");
+        assert_eq!(clip_grad_norm(&mut layer, 1.0), 5.0);
+        let scale = 1.0 / (5.0 + 1e-6);
+        assert!((layer.grad_weight[[0, 0]] - 3.0 * scale).abs() < 1e-15);
+        assert!((layer.grad_bias[1] - 4.0 * scale).abs() < 1e-15);
     }
 }
