@@ -266,7 +266,7 @@ def dl_cmd(args):
         cmd = [args.dl, "bench", "rnn", "--engine", args.engine, "--model", args.rnn_model, "--length", str(args.length),
                "--input-dim", str(args.input_dim), "--hidden", str(args.hidden), "--lr", str(args.lr)]
     elif args.model == "textgen":
-        cmd = [args.dl, "bench", "textgen", "--lr", str(args.lr)]
+        cmd = [args.dl, "bench", "textgen", "--engine", args.engine, "--lr", str(args.lr)]
     else:
         cmd = [
             args.dl, "bench", "mlp", "--engine", args.engine,

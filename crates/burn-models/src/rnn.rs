@@ -20,20 +20,22 @@ use burn::tensor::activation::{sigmoid, tanh};
 /// How an LSTM's weights start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LstmInit {
-    /// The original practical's classifier: Kaiming-normal with linear gain (std `1/√fan_in`)
-    /// for every weight matrix, zero biases.
+    /// The original practical's classifier: every weight matrix from N(0, 1/H), zero biases.
+    /// The original stores each gate's matrices as `[in, H]` and draws them with PyTorch's
+    /// `kaiming_normal_` (linear gain), which takes a 2-D tensor's fan-in from its second
+    /// dimension: `H` for all of them.
     KaimingNormal,
     /// PyTorch's `nn.LSTM`: every weight and bias uniform in `±1/√H`.
     Uniform,
 }
 
-fn init_weight(shape: [usize; 2], fan_in: usize, hidden: usize, init: LstmInit, device: &Device) -> Param<Tensor<2>> {
+fn init_weight(shape: [usize; 2], hidden: usize, init: LstmInit, device: &Device) -> Param<Tensor<2>> {
     match init {
         LstmInit::KaimingNormal => Initializer::KaimingNormal {
             gain: 1.0,
             fan_out_only: false,
         }
-        .init_with(shape, Some(fan_in), None, device),
+        .init_with(shape, Some(hidden), None, device),
         LstmInit::Uniform => {
             let bound = 1.0 / (hidden as f64).sqrt();
             Initializer::Uniform {
@@ -93,8 +95,8 @@ impl Lstm {
     /// An LSTM from `inputs` features to `hidden` units.
     pub fn new(inputs: usize, hidden: usize, init: LstmInit, device: &Device) -> Self {
         Lstm {
-            w_x: init_weight([inputs, 4 * hidden], inputs, hidden, init, device),
-            w_h: init_weight([hidden, 4 * hidden], hidden, hidden, init, device),
+            w_x: init_weight([inputs, 4 * hidden], hidden, init, device),
+            w_h: init_weight([hidden, 4 * hidden], hidden, init, device),
             bias: init_bias(4 * hidden, hidden, init, device),
         }
     }
@@ -146,8 +148,8 @@ impl PeepholeLstm {
     /// A peephole LSTM from `inputs` features to `hidden` units.
     pub fn new(inputs: usize, hidden: usize, init: LstmInit, device: &Device) -> Self {
         PeepholeLstm {
-            w_x: init_weight([inputs, 4 * hidden], inputs, hidden, init, device),
-            w_c: init_weight([hidden, 3 * hidden], hidden, hidden, init, device),
+            w_x: init_weight([inputs, 4 * hidden], hidden, init, device),
+            w_c: init_weight([hidden, 3 * hidden], hidden, init, device),
             bias: init_bias(4 * hidden, hidden, init, device),
         }
     }
@@ -228,10 +230,12 @@ impl SequenceClassifierConfig {
             RnnKind::BiLstm => Recurrent::BiLstm(BiLstmConfig::new(d, h, true).init(device)),
         };
         let features = if self.kind == RnnKind::BiLstm { 2 * h } else { h };
+        // The original's W_ph is [H, classes]: PyTorch's kaiming_normal_ takes its fan-in
+        // from the second dimension, std 1/√classes.
         let mut head = LinearConfig::new(features, self.classes)
-            .with_initializer(Initializer::KaimingNormal {
-                gain: 1.0,
-                fan_out_only: false,
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: 1.0 / (self.classes as f64).sqrt(),
             })
             .init(device);
         head.bias = Some(Param::from_tensor(Tensor::zeros([self.classes], device)));

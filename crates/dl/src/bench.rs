@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn_models::train::{Classifier, ClassifierTrainer, float_tensor, targets_tensor, tokens_tensor};
+use burn_models::train::{Classifier, ClassifierTrainer, float_tensor, targets_tensor};
 use clap::{Args, Subcommand};
 use data::sequences::SequenceBatches;
 use data::text::TextBatches;
@@ -30,7 +30,7 @@ pub enum BenchCommand {
     Cnn(BenchCnnArgs),
     /// A recurrent classifier's training step on a sequence task (Adam).
     Rnn(BenchRnnArgs),
-    /// The character model's training step (burn engine, RMSprop).
+    /// The character model's training step (RMSprop).
     Textgen(BenchTextArgs),
 }
 
@@ -343,13 +343,10 @@ fn bench_textgen(args: &BenchTextArgs) -> Result<()> {
     let corpus = args.model.corpus()?;
     let (b, t) = (args.model.batch_size, args.model.seq_length);
     let (inputs, targets) = TextBatches::new(t, args.timing.seed).next_batch(&corpus.train, b);
-    let device = args.model.device.device()?.autodiff();
     let vocab = corpus.vocab.len();
-    let mut trainer = args.model.trainer(vocab, device.clone(), args.timing.seed);
+    let mut learner = args.model.learner(vocab, args.timing.seed)?;
     let timings = time_steps(&args.timing, || {
-        let x = tokens_tensor(&inputs, [b, t], &device);
-        let y = targets_tensor(&targets, &device);
-        trainer.step(x, y, args.model.lr);
+        learner.step(1, &inputs, &targets, b, args.model.lr);
     });
     let (e, h) = (args.model.embedding, args.model.hidden);
     let layers: f64 = (0..args.model.layers)
@@ -357,7 +354,15 @@ fn bench_textgen(args: &BenchTextArgs) -> Result<()> {
         .sum();
     let flops = layers + 3.0 * 2.0 * (b * t * h * vocab) as f64;
     let extra = json!({ "seq_length": t, "hidden": h, "layers": args.model.layers, "vocab": vocab });
-    report("textgen", "burn", b, &args.timing, &timings, flops, extra);
+    report(
+        "textgen",
+        args.model.engine.name(),
+        b,
+        &args.timing,
+        &timings,
+        flops,
+        extra,
+    );
     Ok(())
 }
 

@@ -14,13 +14,14 @@ use burn_models::train::{ClassifierTrainer, load_weights, targets_tensor, tokens
 use burn_models::{CharLstm, CharLstmConfig};
 use clap::Args;
 use data::text::{self, Corpus, TextBatches};
+use manual::{Parameters, RmsProp, clip_grad_norm};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs};
-use crate::mlp::DeviceArg;
+use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_blobs, save_params};
+use crate::mlp::{DeviceArg, Engine};
 use crate::runner::{
     Evaluation, Experiment, ResumableArgs, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, adopt_run_flags, extend,
     report, resolve_args, saved_config, summary, train_experiment,
@@ -65,6 +66,10 @@ pub struct TextModelArgs {
     /// Device of the burn engine.
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Implementation: burn modules and autodiff, or the manual engine's hand-written
+    /// backward passes.
+    #[arg(long, value_enum, default_value = "burn")]
+    pub engine: Engine,
 }
 
 impl TextModelArgs {
@@ -128,6 +133,174 @@ impl TextModelArgs {
     pub fn lr_at(&self, step: usize) -> f64 {
         self.lr * self.lr_decay.powi(((step - 1) / self.lr_step) as i32)
     }
+
+    /// The manual engine's model for a vocabulary of `vocab` characters, seeded.
+    fn manual_model(&self, vocab: usize, seed: u64) -> manual::CharLstm<f32> {
+        let config = manual::CharLstmConfig {
+            vocab,
+            embedding: self.embedding,
+            hidden: self.hidden,
+            layers: self.layers,
+            keep_prob: self.keep_prob,
+        };
+        manual::CharLstm::new(&config, &mut StdRng::seed_from_u64(seed))
+    }
+
+    /// The model on the engine `--engine` asks for, with RMSprop and clipping, seeded.
+    pub fn learner(&self, vocab: usize, seed: u64) -> Result<Box<dyn TextLearner>> {
+        Ok(match self.engine {
+            Engine::Burn => Box::new(BurnTextLearner {
+                trainer: self.trainer(vocab, self.device.device()?.autodiff(), seed),
+            }),
+            Engine::Manual => Box::new(ManualTextLearner {
+                model: self.manual_model(vocab, seed),
+                optimizer: RmsProp::default(),
+                max_norm: self.max_norm,
+                dropout_seed: seed.wrapping_add(3),
+            }),
+        })
+    }
+}
+
+/// The character model on either engine, as training, evaluation and sampling need it.
+/// Tokens come window after window (`batch` windows of equal length).
+pub trait TextLearner {
+    /// Training step `step` (1-based): one RMSprop update (with clipping) at learning rate
+    /// `lr`.
+    fn step(&mut self, step: usize, inputs: &[usize], targets: &[usize], batch: usize, lr: f64) -> StepMetrics;
+    /// Summed negative log-likelihood (nats) and correct next characters, dropout off.
+    fn evaluate(&mut self, inputs: &[usize], targets: &[usize], batch: usize) -> (f64, usize);
+    /// `length` characters after `prompt` (see [`generate`]).
+    fn generate(&mut self, prompt: &[usize], length: usize, temperature: f64, rng: &mut StdRng) -> Vec<usize>;
+    /// Writes weights and optimiser state to `path` (atomically), with the vocabulary.
+    fn save(&mut self, path: &Path, step: usize, vocab: &[char]) -> Result<()>;
+    /// Loads what [`TextLearner::save`] wrote (its vocabulary checked by the caller).
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+}
+
+/// The burn engine's character model.
+struct BurnTextLearner {
+    trainer: ClassifierTrainer<CharLstm>,
+}
+
+impl TextLearner for BurnTextLearner {
+    fn step(&mut self, _step: usize, inputs: &[usize], targets: &[usize], batch: usize, lr: f64) -> StepMetrics {
+        let device = self.trainer.device().clone();
+        let x = tokens_tensor(inputs, [batch, inputs.len() / batch], &device);
+        self.trainer.step(x, targets_tensor(targets, &device), lr).into()
+    }
+
+    fn evaluate(&mut self, inputs: &[usize], targets: &[usize], batch: usize) -> (f64, usize) {
+        let (model, device) = (self.trainer.eval_model(), self.trainer.eval_device());
+        let t = inputs.len() / batch;
+        let logits = model.forward(tokens_tensor(inputs, [batch, t], &device), None).0;
+        let vocab = logits.dims()[2];
+        let logp = log_softmax(logits.reshape([batch * t, vocab]), 1);
+        let picked = logp
+            .clone()
+            .gather(1, targets_tensor(targets, &device).reshape([batch * t, 1]));
+        let nll = -picked.sum().into_scalar::<f64>();
+        (nll, burn_models::train::count_correct(logp, targets))
+    }
+
+    fn generate(&mut self, prompt: &[usize], length: usize, temperature: f64, rng: &mut StdRng) -> Vec<usize> {
+        generate(
+            &self.trainer.eval_model(),
+            prompt,
+            length,
+            temperature,
+            rng,
+            &self.trainer.eval_device(),
+        )
+    }
+
+    fn save(&mut self, path: &Path, step: usize, vocab: &[char]) -> Result<()> {
+        let (weights, optimizer) = self.trainer.save().map_err(|e| anyhow!("cannot save the model: {e}"))?;
+        let mut meta = metadata(step, "textgen", "burn");
+        meta.insert("vocab".to_owned(), vocab.iter().collect());
+        save_blobs(path, &[("weights", &weights), ("optimizer", &optimizer)], meta)
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        checkpoint.expect("textgen", "burn")?;
+        self.trainer
+            .load(checkpoint.blob("weights")?, checkpoint.blob("optimizer")?)
+            .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// The manual engine's character model with RMSprop.
+struct ManualTextLearner {
+    model: manual::CharLstm<f32>,
+    optimizer: RmsProp<f32>,
+    max_norm: f64,
+    /// Seed of the dropout masks.
+    dropout_seed: u64,
+}
+
+impl ManualTextLearner {
+    /// The weights and the optimiser's averages, as checkpoint tensors.
+    fn tensors(&mut self) -> Vec<manual::Param<'_, f32>> {
+        self.optimizer.reserve(&mut self.model);
+        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
+        let mut tensors = self.model.parameters();
+        tensors.extend(self.optimizer.state(&names));
+        tensors
+    }
+}
+
+impl TextLearner for ManualTextLearner {
+    fn step(&mut self, step: usize, inputs: &[usize], targets: &[usize], batch: usize, lr: f64) -> StepMetrics {
+        // Each step's dropout masks come from a generator seeded by the run's seed and the
+        // step: a resumed run draws the masks an uninterrupted one would have drawn.
+        let mut rng = StdRng::seed_from_u64(self.dropout_seed ^ (step as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let (loss, correct) = self.model.forward_backward(inputs, targets, batch, &mut rng);
+        clip_grad_norm(&mut self.model, self.max_norm);
+        self.optimizer.step(&mut self.model, lr);
+        StepMetrics {
+            loss: loss as f64,
+            accuracy: Some(correct as f64 / targets.len() as f64),
+        }
+    }
+
+    fn evaluate(&mut self, inputs: &[usize], targets: &[usize], batch: usize) -> (f64, usize) {
+        self.model.evaluate(inputs, targets, batch)
+    }
+
+    fn generate(&mut self, prompt: &[usize], length: usize, temperature: f64, rng: &mut StdRng) -> Vec<usize> {
+        generate_manual(&mut self.model, prompt, length, temperature, rng)
+    }
+
+    fn save(&mut self, path: &Path, step: usize, vocab: &[char]) -> Result<()> {
+        let mut meta = metadata(step, "textgen", "manual");
+        meta.insert("vocab".to_owned(), vocab.iter().collect());
+        save_params(path, &self.tensors(), meta)
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        checkpoint.expect("textgen", "manual")?;
+        checkpoint.restore_params(self.tensors())
+    }
+}
+
+/// [`generate`] on the manual engine.
+pub fn generate_manual(
+    model: &mut manual::CharLstm<f32>,
+    prompt: &[usize],
+    length: usize,
+    temperature: f64,
+    rng: &mut StdRng,
+) -> Vec<usize> {
+    assert!(!prompt.is_empty(), "generation starts from at least one character");
+    let mut state = None;
+    let mut last = model.next_logits(prompt, &mut state);
+    let mut out = Vec::with_capacity(length);
+    for _ in 0..length {
+        let next = pick(&last, temperature, rng);
+        out.push(next);
+        last = model.next_logits(&[next], &mut state);
+    }
+    out
 }
 
 /// Arguments of `dl textgen`.
@@ -182,7 +355,7 @@ pub fn generate(
         .reshape([vocab]);
     let mut out = Vec::with_capacity(length);
     for _ in 0..length {
-        let next = pick(last, temperature, rng);
+        let next = pick(&values(last), temperature, rng);
         out.push(next);
         let (logits, next_state) = model.forward(tokens_tensor(&[next], [1, 1], device), Some(state));
         state = next_state;
@@ -191,13 +364,16 @@ pub fn generate(
     out
 }
 
-/// One token from `logits: [V]` at `temperature`.
-fn pick(logits: Tensor<1>, temperature: f64, rng: &mut StdRng) -> usize {
-    let values = logits
+fn values(logits: Tensor<1>) -> Vec<f64> {
+    logits
         .into_data()
         .convert::<f64>()
         .try_into_vec::<f64>()
-        .expect("f64 logits");
+        .expect("f64 logits")
+}
+
+/// One token from `values` (logits `[V]`) at `temperature`.
+fn pick(values: &[f64], temperature: f64, rng: &mut StdRng) -> usize {
     if temperature <= 0.0 {
         return values
             .iter()
@@ -218,7 +394,7 @@ fn pick(logits: Tensor<1>, temperature: f64, rng: &mut StdRng) -> usize {
 
 /// The character model with its corpus, windows and sampler.
 struct TextTrainer {
-    trainer: ClassifierTrainer<CharLstm>,
+    learner: Box<dyn TextLearner>,
     args: TextModelArgs,
     corpus: Corpus,
     batches: TextBatches,
@@ -231,13 +407,13 @@ struct TextTrainer {
 impl TextTrainer {
     /// Samples at every temperature and length, as text.
     fn samples(&mut self, step: usize) -> String {
-        let model = self.trainer.eval_model();
-        let device = self.trainer.eval_device();
         let mut text = format!("== step {step}\n");
         for temperature in SAMPLE_TEMPERATURES {
             for length in SAMPLE_LENGTHS {
                 let first = self.sampler.random_range(0..self.corpus.vocab.len());
-                let rest = generate(&model, &[first], length - 1, temperature, &mut self.sampler, &device);
+                let rest = self
+                    .learner
+                    .generate(&[first], length - 1, temperature, &mut self.sampler);
                 let sample = self.corpus.decode(&[vec![first], rest].concat());
                 text += &format!("T={temperature} len={length}: {sample:?}\n");
             }
@@ -248,18 +424,13 @@ impl TextTrainer {
 
 impl Trainer for TextTrainer {
     fn train_step(&mut self, step: usize) -> Result<StepMetrics> {
-        let (b, t) = (self.args.batch_size, self.args.seq_length);
+        let b = self.args.batch_size;
         let (inputs, targets) = self.batches.next_batch(&self.corpus.train, b);
-        let device = self.trainer.device().clone();
-        let x = tokens_tensor(&inputs, [b, t], &device);
-        let y = targets_tensor(&targets, &device);
-        Ok(self.trainer.step(x, y, self.args.lr_at(step)).into())
+        Ok(self.learner.step(step, &inputs, &targets, b, self.args.lr_at(step)))
     }
 
     /// Bits per character and accuracy on the held-out text, read in consecutive windows.
     fn evaluate(&mut self) -> Result<Evaluation> {
-        let model = self.trainer.eval_model();
-        let device = self.trainer.eval_device();
         let windows = text::windows(&self.corpus.valid, self.args.seq_length);
         let (mut nll, mut correct, mut count) = (0.0f64, 0usize, 0usize);
         // Windows of equal length go together; only the last one may be shorter.
@@ -267,18 +438,12 @@ impl Trainer for TextTrainer {
         let (full, rest): (Vec<Window<'_>>, Vec<Window<'_>>) =
             windows.iter().partition(|w| w.0.len() == windows[0].0.len());
         for group in full.chunks(EVAL_BATCH).chain(rest.chunks(1)) {
-            let (b, t) = (group.len(), group[0].0.len());
             let inputs: Vec<usize> = group.iter().flat_map(|w| w.0.iter().copied()).collect();
             let targets: Vec<usize> = group.iter().flat_map(|w| w.1.iter().copied()).collect();
-            let logits = model.forward(tokens_tensor(&inputs, [b, t], &device), None).0;
-            let vocab = logits.dims()[2];
-            let logp = log_softmax(logits.reshape([b * t, vocab]), 1);
-            let picked = logp
-                .clone()
-                .gather(1, targets_tensor(&targets, &device).reshape([b * t, 1]));
-            nll -= picked.sum().into_scalar::<f64>();
-            correct += burn_models::train::count_correct(logp, &targets);
-            count += b * t;
+            let (group_nll, group_correct) = self.learner.evaluate(&inputs, &targets, group.len());
+            nll += group_nll;
+            correct += group_correct;
+            count += inputs.len();
         }
         Ok(Evaluation::from([
             (
@@ -304,27 +469,19 @@ impl Trainer for TextTrainer {
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
-        let (weights, optimizer) = self.trainer.save().map_err(|e| anyhow!("cannot save the model: {e}"))?;
-        let mut meta = metadata(step, "textgen", "burn");
-        meta.insert("vocab".to_owned(), self.corpus.vocab.iter().collect());
-        save_blobs(
-            &dir.join(CHECKPOINT),
-            &[("weights", &weights), ("optimizer", &optimizer)],
-            meta,
-        )
+        self.learner.save(&dir.join(CHECKPOINT), step, &self.corpus.vocab)
     }
 
     fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
         let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
-        checkpoint.expect("textgen", "burn")?;
         let step = checkpoint.step()?;
         let vocab: Vec<char> = checkpoint.meta("vocab")?.chars().collect();
         if vocab != self.corpus.vocab {
             bail!("{}: the checkpoint's vocabulary is not the text's", dir.display());
         }
-        self.trainer
-            .load(checkpoint.blob("weights")?, checkpoint.blob("optimizer")?)
-            .map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+        self.learner
+            .restore(&checkpoint)
+            .map_err(|e| anyhow!("{}: {e:#}", dir.display()))?;
         for _ in 0..step {
             self.batches.next_batch(&self.corpus.train, self.args.batch_size);
         }
@@ -356,11 +513,10 @@ pub fn run(args: &TextgenArgs) -> Result<()> {
     }
     let schedule = Schedule::new(args.steps.unwrap_or(33_600), args.eval_every);
     schedule.validate()?;
-    let device = args.model.device.device()?.autodiff();
     let corpus = args.model.corpus()?;
     let vocab = corpus.vocab.len();
     let mut trainer = TextTrainer {
-        trainer: args.model.trainer(vocab, device, args.seed),
+        learner: args.model.learner(vocab, args.seed)?,
         args: args.model.clone(),
         batches: TextBatches::new(args.model.seq_length, args.seed.wrapping_add(1)),
         sampler: StdRng::seed_from_u64(args.seed.wrapping_add(2)),
@@ -370,7 +526,7 @@ pub fn run(args: &TextgenArgs) -> Result<()> {
     };
     let experiment = Experiment {
         name: "textgen",
-        engine: "burn",
+        engine: args.model.engine.name(),
         schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
@@ -381,10 +537,8 @@ pub fn run(args: &TextgenArgs) -> Result<()> {
     };
     let (run, history) = train_experiment(&experiment, &config, &mut trainer)?;
     // A closing sample at temperature 0.5, also printed.
-    let model = trainer.trainer.eval_model();
-    let device = trainer.trainer.eval_device();
     let first = trainer.sampler.random_range(0..vocab);
-    let rest = generate(&model, &[first], 199, 0.5, &mut trainer.sampler, &device);
+    let rest = trainer.learner.generate(&[first], 199, 0.5, &mut trainer.sampler);
     let sample = trainer.corpus.decode(&[vec![first], rest].concat());
     let train_accuracy = history.train_accuracies.last().map(|a| a.1);
     // The mean of the last 100 steps' accuracies: a single batch's is noisy.
@@ -446,15 +600,26 @@ pub fn generate_from_run(args: &GenerateArgs) -> Result<String> {
     }
     let config: TextgenArgs = saved_config(&args.run, "textgen")?;
     let checkpoint = Checkpoint::read(&args.run.join(CHECKPOINT))?;
-    checkpoint.expect("textgen", "burn")?;
     let vocab: Vec<char> = checkpoint.meta("vocab")?.chars().collect();
     let prompt = text::encode(&vocab, &args.prompt)
         .map_err(|c| anyhow!("the prompt's character {c:?} is not in the model's vocabulary"))?;
-    let device = args.device.device()?;
-    let model = config.model.model_config(vocab.len()).init(&device);
-    let model = load_weights(model, checkpoint.blob("weights")?).map_err(|e| anyhow!("{}: {e}", args.run.display()))?;
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let continuation = generate(&model, &prompt, args.length, args.temperature, &mut rng, &device);
+    let continuation = match config.model.engine {
+        Engine::Burn => {
+            checkpoint.expect("textgen", "burn")?;
+            let device = args.device.device()?;
+            let model = config.model.model_config(vocab.len()).init(&device);
+            let model =
+                load_weights(model, checkpoint.blob("weights")?).map_err(|e| anyhow!("{}: {e}", args.run.display()))?;
+            generate(&model, &prompt, args.length, args.temperature, &mut rng, &device)
+        }
+        Engine::Manual => {
+            checkpoint.expect("textgen", "manual")?;
+            let mut model = config.model.manual_model(vocab.len(), 0);
+            checkpoint.restore_params(model.parameters())?;
+            generate_manual(&mut model, &prompt, args.length, args.temperature, &mut rng)
+        }
+    };
     Ok(format!("{}{}", args.prompt, text::decode(&vocab, &continuation)))
 }
 

@@ -61,9 +61,9 @@ pub struct InputProjection<T> {
 }
 
 impl<T: Float> InputProjection<T> {
-    /// Weights from N(0, 1/D) (Kaiming-normal, linear gain, as the original), bias zero.
-    pub fn new(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Self {
-        let normal = Normal::new(0.0, 1.0 / (inputs as f64).sqrt()).expect("finite standard deviation");
+    /// Weights from N(0, `std`²), bias zero.
+    pub fn new(inputs: usize, outputs: usize, std: f64, rng: &mut impl Rng) -> Self {
+        let normal = Normal::new(0.0, std).expect("finite standard deviation");
         let weight = Array2::from_shape_simple_fn((inputs, outputs), || T::of(normal.sample(rng)));
         Self::from_weights(weight, Array1::zeros(outputs))
     }

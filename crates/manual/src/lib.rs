@@ -10,7 +10,9 @@
 //! Everything is generic over [`Float`]: training runs in `f32`, gradient checks in `f64`.
 
 pub mod activation;
+pub mod char_lstm;
 pub mod cross_entropy;
+pub mod dropout;
 pub mod elementwise;
 pub mod embedding;
 pub mod float;
@@ -29,7 +31,9 @@ pub mod softmax;
 pub mod softmax_cross_entropy;
 
 pub use activation::{Activation, Elu, Relu};
+pub use char_lstm::{CharLstm, CharLstmConfig, CharState};
 pub use cross_entropy::CrossEntropy;
+pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use float::Float;
 pub use input_projection::{InputProjection, RecurrentInput, RecurrentInputGrad};
@@ -37,7 +41,7 @@ pub use layer_norm::LayerNorm;
 pub use linear::LinearLayer;
 pub use lstm::Lstm;
 pub use mlp::{Mlp, MlpConfig};
-pub use optim::{Adam, Sgd, clip_grad_norm};
+pub use optim::{Adam, RmsProp, Sgd, clip_grad_norm};
 pub use param::{Param, Parameters};
 pub use peephole_lstm::PeepholeLstm;
 pub use sequence_classifier::{RecurrentKind, RecurrentLayer, SequenceClassifier};

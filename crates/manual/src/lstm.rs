@@ -12,7 +12,7 @@
 
 use ndarray::{Array2, ArrayView2, s};
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
+use rand_distr::{Distribution, Normal, Uniform};
 use rayon::prelude::*;
 
 use crate::float::{sigmoid, tanh};
@@ -60,6 +60,8 @@ pub struct Lstm<T> {
     pub grad_w_h: Array2<T>,
     batch: usize,
     steps: usize,
+    /// Whether the last forward pass started from `h_0 = c_0 = 0`.
+    zero_start: bool,
     /// `[T·B, 4H]`: the pre-activations, then the gate values `i, f, o, g` (the backward
     /// pass needs every one of them).
     gates: Array2<T>,
@@ -82,12 +84,29 @@ pub struct Lstm<T> {
 
 impl<T: Float> Lstm<T> {
     /// An LSTM from `inputs` features to `hidden` units, initialised as the original:
-    /// Kaiming-normal with linear gain (std `1/√fan_in`), biases zero.
+    /// every weight from N(0, 1/H), biases zero. The original stores each gate's matrices
+    /// as `[in, H]` and initialises them with PyTorch's `kaiming_normal_` (linear gain),
+    /// which takes a 2-D tensor's fan-in from its second dimension: `H` for all of them.
     pub fn new(inputs: usize, hidden: usize, rng: &mut impl Rng) -> Self {
-        let input = InputProjection::new(inputs, 4 * hidden, rng);
-        let normal = Normal::new(0.0, 1.0 / (hidden as f64).sqrt()).expect("finite standard deviation");
+        let std = 1.0 / (hidden as f64).sqrt();
+        let input = InputProjection::new(inputs, 4 * hidden, std, rng);
+        let normal = Normal::new(0.0, std).expect("finite standard deviation");
         let w_h = Array2::from_shape_simple_fn((hidden, 4 * hidden), || T::of(normal.sample(rng)));
         Self::from_weights(input, w_h)
+    }
+
+    /// An LSTM initialised as PyTorch's `nn.LSTM`: every weight and bias uniform in `±1/√H`.
+    pub fn uniform(inputs: usize, hidden: usize, rng: &mut impl Rng) -> Self {
+        let bound = 1.0 / (hidden as f64).sqrt();
+        let uniform = Uniform::new_inclusive(-bound, bound).expect("finite bound");
+        let mut sample = |shape: (usize, usize)| Array2::from_shape_simple_fn(shape, || T::of(uniform.sample(rng)));
+        let (w_x, w_h, bias) = (
+            sample((inputs, 4 * hidden)),
+            sample((hidden, 4 * hidden)),
+            sample((1, 4 * hidden)),
+        );
+        let bias = bias.into_shape_with_order(4 * hidden).expect("one row");
+        Self::from_weights(InputProjection::from_weights(w_x, bias), w_h)
     }
 
     /// An LSTM with the given input projection (`[D, 4H]`) and `W_h: [H, 4H]`.
@@ -101,6 +120,7 @@ impl<T: Float> Lstm<T> {
             w_h,
             batch: 0,
             steps: 0,
+            zero_start: true,
             gates: Array2::zeros((0, 0)),
             c: Array2::zeros((0, 0)),
             tanh_c: Array2::zeros((0, 0)),
@@ -129,6 +149,23 @@ impl<T: Float> Lstm<T> {
 
     /// Runs over the `T·B` time-major input rows of `batch` sequences from zero state.
     pub fn forward(&mut self, input: RecurrentInput<'_, T>, batch: usize) {
+        self.forward_from(input, batch, None);
+    }
+
+    /// The last step's `(h_T, c_T)`, `[B, H]` each: the state to continue from.
+    pub fn final_state(&self) -> (ArrayView2<'_, T>, ArrayView2<'_, T>) {
+        let last = self.steps * self.batch;
+        (self.h.slice(s![last.., ..]), self.c.slice(s![last.., ..]))
+    }
+
+    /// Runs over the `T·B` time-major input rows of `batch` sequences from `state`
+    /// (`(h_0, c_0)`, `[B, H]` each; zeros when `None`).
+    pub fn forward_from(
+        &mut self,
+        input: RecurrentInput<'_, T>,
+        batch: usize,
+        state: Option<(ArrayView2<'_, T>, ArrayView2<'_, T>)>,
+    ) {
         let rows = input.rows();
         assert!(
             batch > 0 && rows > 0 && rows.is_multiple_of(batch),
@@ -140,12 +177,21 @@ impl<T: Float> Lstm<T> {
         reserve(&mut self.c, (rows + b, h));
         reserve(&mut self.h, (rows + b, h));
         reserve(&mut self.tanh_c, (rows, h));
-        self.c.slice_mut(s![..b, ..]).fill(T::zero());
-        self.h.slice_mut(s![..b, ..]).fill(T::zero());
+        self.zero_start = state.is_none();
+        match state {
+            Some((h0, c0)) => {
+                self.h.slice_mut(s![..b, ..]).assign(&h0);
+                self.c.slice_mut(s![..b, ..]).assign(&c0);
+            }
+            None => {
+                self.h.slice_mut(s![..b, ..]).fill(T::zero());
+                self.c.slice_mut(s![..b, ..]).fill(T::zero());
+            }
+        }
         self.input.forward(input, self.gates.view_mut());
         let chunk = rows_per_chunk(b, 4 * h);
         for t in 0..steps {
-            if t > 0 {
+            if t > 0 || !self.zero_start {
                 let (h_prev, mut a) = (
                     self.h.slice(s![t * b..(t + 1) * b, ..]),
                     self.gates.slice_mut(s![t * b..(t + 1) * b, ..]),
@@ -226,10 +272,11 @@ impl<T: Float> Lstm<T> {
                 matmul(da, self.w_h_t.view(), &mut self.dh.view_mut(), false);
             }
         }
-        if steps > 1 {
-            // ∂L/∂W_h = Σ_{t≥1} h_{t−1}ᵀ·dA_t; step 0 read h_0 = 0 and adds nothing.
-            let h_prev = self.h.slice(s![b..steps * b, ..]);
-            let da = self.dgates.slice(s![b.., ..]);
+        // ∂L/∂W_h = Σ_t h_{t−1}ᵀ·dA_t; from zero state step 0 read h_0 = 0 and adds nothing.
+        let first = if self.zero_start { b } else { 0 };
+        if first < steps * b {
+            let h_prev = self.h.slice(s![first..steps * b, ..]);
+            let da = self.dgates.slice(s![first.., ..]);
             matmul(h_prev.t(), da, &mut self.grad_w_h.view_mut(), true);
         }
         self.input.backward(input, self.dgates.view());
@@ -469,6 +516,46 @@ mod tests {
             l.backward(dh, RecurrentInputGrad::Tokens(&ids, e));
         };
         check_parameter_gradients(&mut model, &dummy, forward, backward, &mut rng);
+    }
+
+    #[test]
+    fn continuing_from_the_final_state_equals_one_long_run() {
+        let mut rng = StdRng::seed_from_u64(34);
+        let (d, h) = (2, 3);
+        let mut l = layer(&mut rng, d, h);
+        let x = random_array(&mut rng, (5 * BATCH, d));
+        let whole = outputs(&mut l, x.view());
+        l.forward(RecurrentInput::Features(x.slice(s![..2 * BATCH, ..])), BATCH);
+        let (h0, c0) = (l.final_state().0.to_owned(), l.final_state().1.to_owned());
+        l.forward_from(
+            RecurrentInput::Features(x.slice(s![2 * BATCH.., ..])),
+            BATCH,
+            Some((h0.view(), c0.view())),
+        );
+        let rest = l.outputs().to_owned();
+        assert!(
+            rest.iter()
+                .zip(whole.slice(s![2 * BATCH.., ..]))
+                .all(|(a, b)| (a - b).abs() < 1e-12)
+        );
+    }
+
+    #[test]
+    fn gradients_from_a_given_state_match_central_differences() {
+        let mut rng = StdRng::seed_from_u64(35);
+        let (d, h, steps) = (2, 3, 3);
+        let mut l = layer(&mut rng, d, h);
+        let x = random_array(&mut rng, (steps * BATCH, d));
+        let (h0, c0) = (random_array(&mut rng, (BATCH, h)), random_array(&mut rng, (BATCH, h)));
+        let forward = |l: &mut Lstm<f64>, x: ArrayView2<f64>| {
+            l.forward_from(RecurrentInput::Features(x), BATCH, Some((h0.view(), c0.view())));
+            l.outputs().to_owned()
+        };
+        let backward = |l: &mut Lstm<f64>, x: ArrayView2<f64>, dh: ArrayView2<f64>| {
+            forward(l, x);
+            l.backward(dh, RecurrentInputGrad::Features(x, None));
+        };
+        check_parameter_gradients(&mut l, &x, forward, backward, &mut rng);
     }
 
     impl Parameters<f64> for (Embedding<f64>, Lstm<f64>) {

@@ -142,6 +142,82 @@ impl<T: Float> Adam<T> {
     }
 }
 
+/// RMSprop as PyTorch's (no momentum, not centred): `v ← αv + (1−α)g²`,
+/// `θ ← θ − η·g/(√v + ε)`.
+#[derive(Debug, Clone)]
+pub struct RmsProp<T> {
+    pub alpha: f64,
+    pub epsilon: f64,
+    /// `v` per parameter; allocated on the first update (or by [`RmsProp::reserve`]).
+    square_avg: Vec<Vec<T>>,
+}
+
+impl<T: Float> Default for RmsProp<T> {
+    /// PyTorch's defaults: `α = 0.99`, `ε = 1e-8`.
+    fn default() -> Self {
+        RmsProp {
+            alpha: 0.99,
+            epsilon: 1e-8,
+            square_avg: Vec::new(),
+        }
+    }
+}
+
+impl<T: Float> RmsProp<T> {
+    /// Allocates zero averages shaped like `model`'s parameters (once).
+    pub fn reserve(&mut self, model: &mut impl Parameters<T>) {
+        if self.square_avg.is_empty() {
+            self.square_avg = model
+                .parameters()
+                .iter()
+                .map(|p| vec![T::zero(); p.value.len()])
+                .collect();
+        }
+    }
+
+    /// Applies one update at learning rate `lr` to every parameter of `model` and zeroes its
+    /// gradients.
+    pub fn step(&mut self, model: &mut impl Parameters<T>, lr: f64) {
+        self.reserve(model);
+        let (alpha, one_alpha, lr, eps) = (
+            T::of(self.alpha),
+            T::of(1.0 - self.alpha),
+            T::of(lr),
+            T::of(self.epsilon),
+        );
+        let params = model.parameters();
+        assert_eq!(
+            params.len(),
+            self.square_avg.len(),
+            "RMSprop: the model's parameters changed"
+        );
+        for (p, v) in params.into_iter().zip(self.square_avg.iter_mut()) {
+            assert_eq!(p.value.len(), v.len(), "RMSprop: parameter {} changed size", p.name);
+            for ((w, g), v) in p.value.iter_mut().zip(p.grad.iter_mut()).zip(v.iter_mut()) {
+                *v = alpha * *v + one_alpha * *g * *g;
+                *w -= lr * *g / (v.sqrt() + eps);
+                *g = T::zero();
+            }
+        }
+    }
+
+    /// The averages as named tensors (`rmsprop.v.<parameter>`) for checkpoints; call
+    /// [`RmsProp::reserve`] first when restoring into a fresh optimiser.
+    pub fn state<'a>(&'a mut self, names: &[String]) -> Vec<Param<'a, T>> {
+        assert_eq!(names.len(), self.square_avg.len(), "RMSprop: one name per parameter");
+        names
+            .iter()
+            .zip(self.square_avg.iter_mut())
+            .map(|(name, v)| Param {
+                name: format!("rmsprop.v.{name}"),
+                shape: vec![v.len()],
+                value: v.as_mut_slice(),
+                grad: &mut [],
+            })
+            .collect()
+    }
+}
+
 /// Scales every gradient of `model` by `max_norm / (‖g‖ + 1e-6)` when the global L2 norm
 /// `‖g‖` over all parameters together exceeds `max_norm` (PyTorch's `clip_grad_norm_`).
 /// Returns `‖g‖` before clipping.
@@ -251,5 +327,21 @@ mod tests {
         let scale = 1.0 / (5.0 + 1e-6);
         assert!((layer.grad_weight[[0, 0]] - 3.0 * scale).abs() < 1e-15);
         assert!((layer.grad_bias[1] - 4.0 * scale).abs() < 1e-15);
+    }
+
+    #[test]
+    fn rmsprop_matches_its_definition() {
+        let mut layer = crate::LinearLayer::from_weights(ndarray::array![[1.0f64]], ndarray::array![0.0]);
+        let mut opt = RmsProp::default();
+        let (lr, alpha, eps) = (0.01, 0.99, 1e-8);
+        let (mut w, mut v) = (1.0f64, 0.0);
+        for g in [2.0, -1.0, 0.5] {
+            layer.grad_weight[[0, 0]] = g;
+            opt.step(&mut layer, lr);
+            v = alpha * v + (1.0 - alpha) * g * g;
+            w -= lr * g / (v.sqrt() + eps);
+            assert!((layer.weight[[0, 0]] - w).abs() < 1e-12);
+            assert_eq!(layer.grad_weight[[0, 0]], 0.0);
+        }
     }
 }

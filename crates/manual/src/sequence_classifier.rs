@@ -72,8 +72,9 @@ pub struct SequenceClassifier<T> {
 }
 
 impl<T: Float> SequenceClassifier<T> {
-    /// A classifier initialised as the original: embedding N(0, 1), Kaiming-normal weights
-    /// with linear gain, zero biases.
+    /// A classifier initialised as the original: embedding N(0, 1), weights N(0, 1/fan) where
+    /// `fan` is what PyTorch's `kaiming_normal_` takes as the fan-in of the original's
+    /// `[in, out]` matrices (their `out`), zero biases.
     pub fn new(
         kind: RecurrentKind,
         vocab: usize,
@@ -87,7 +88,9 @@ impl<T: Float> SequenceClassifier<T> {
             RecurrentKind::Lstm => RecurrentLayer::Lstm(Lstm::new(inputs, hidden, rng)),
             RecurrentKind::Peephole => RecurrentLayer::Peephole(PeepholeLstm::new(inputs, hidden, rng)),
         };
-        let head = LinearLayer::new(hidden, classes, 1.0 / (hidden as f64).sqrt(), rng);
+        // The original's W_ph is [H, classes], and PyTorch's kaiming_normal_ reads the fan-in
+        // of a 2-D tensor from its second dimension: std 1/√classes.
+        let head = LinearLayer::new(hidden, classes, 1.0 / (classes as f64).sqrt(), rng);
         Self::from_parts(embedding, rnn, head)
     }
 
