@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use data::sequences::SequenceBatches;
 use data::text::TextBatches;
 use data::{IMAGE_BYTES, NUM_CLASSES};
-use manual::Mlp;
 use ndarray::Array2;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -232,11 +231,12 @@ fn bench_mlp(args: &BenchMlpArgs) -> Result<()> {
         .collect();
     let timings = match args.model.engine {
         Engine::Manual => {
-            let mut model = Mlp::<f32>::new(args.model.manual_config(), &mut rng);
+            let mut learner = args.model.manual_learner(args.timing.seed);
             let inputs = Array2::from_shape_vec((batch, IMAGE_BYTES), images)?;
-            // The step `dl mlp` runs: forward, backward and the SGD update fused into it.
+            // The step `dl mlp` runs: forward, backward and the update (SGD's fused into the
+            // backward pass).
             time_steps(&args.timing, || {
-                model.sgd_step(inputs.view(), &labels, args.model.lr);
+                learner.step(inputs.view(), &labels, args.model.lr);
             })
         }
         Engine::Burn => {

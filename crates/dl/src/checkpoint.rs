@@ -154,7 +154,7 @@ pub fn metadata(step: usize, model: &str, engine: &str) -> HashMap<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use manual::{Activation, Mlp, MlpConfig, Parameters};
+    use manual::{Activation, Mlp, MlpConfig, MlpInit, MlpNorm, Parameters};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -165,7 +165,8 @@ mod tests {
             hidden: vec![4],
             classes: 3,
             activation: Activation::Relu,
-            init_std: 0.1,
+            init: MlpInit::Normal(0.1),
+            norm: MlpNorm::None,
         };
         let mut a = Mlp::<f32>::new(config.clone(), &mut StdRng::seed_from_u64(1));
         let mut b = Mlp::<f32>::new(config, &mut StdRng::seed_from_u64(2));

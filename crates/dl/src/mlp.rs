@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, SgdConfig};
 use burn_models::train::ClassifierTrainer;
 use clap::{Args, ValueEnum};
 use data::{IMAGE_BYTES, NUM_CLASSES};
-use manual::{Activation, Mlp, MlpConfig, Parameters};
+use manual::{Activation, Adam, Mlp, MlpConfig, MlpInit, MlpNorm, Parameters};
 use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -109,10 +109,10 @@ pub struct MlpModelArgs {
     /// Activation after each hidden layer.
     #[arg(long, value_enum, default_value = "elu")]
     pub activation: ActivationArg,
-    /// Normalisation after each hidden activation (burn engine).
+    /// Normalisation after each hidden activation.
     #[arg(long, value_enum, default_value = "none")]
     pub norm: NormArg,
-    /// Optimiser (burn engine; the manual engine uses SGD).
+    /// Optimiser.
     #[arg(long, value_enum, default_value = "sgd")]
     pub optimizer: OptimizerArg,
     /// Learning rate.
@@ -138,15 +138,8 @@ impl MlpModelArgs {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        if self.engine == Engine::Manual {
-            if self.norm != NormArg::None || self.optimizer != OptimizerArg::Sgd {
-                bail!(
-                    "the manual engine's MLP trains without normalisation with SGD; use --engine burn for --norm and --optimizer"
-                );
-            }
-            if self.device != DeviceArg::Cpu {
-                bail!("the manual engine runs on the CPU; --device is for --engine burn");
-            }
+        if self.engine == Engine::Manual && self.device != DeviceArg::Cpu {
+            bail!("the manual engine runs on the CPU; --device is for --engine burn");
         }
         if self.norm == NormArg::Batch && self.batch_size < 2 {
             bail!("--norm batch needs --batch-size of at least 2");
@@ -154,14 +147,30 @@ impl MlpModelArgs {
         Ok(())
     }
 
-    /// The manual engine's network for CIFAR-10 images (the original's N(0, 1e-4) weights).
+    /// The manual engine's network for CIFAR-10 images. Without a norm it is the NumPy
+    /// original's (weights N(0, 1e-4)); with one, the PyTorch part's, initialised as
+    /// PyTorch's `nn.Linear` like the burn engine's.
     pub fn manual_config(&self) -> MlpConfig {
+        let (init, norm) = match self.norm {
+            NormArg::None => (MlpInit::Normal(1e-4), MlpNorm::None),
+            NormArg::Batch => (MlpInit::PyTorch, MlpNorm::Batch),
+            NormArg::Layer => (MlpInit::PyTorch, MlpNorm::Layer),
+        };
         MlpConfig {
             inputs: IMAGE_BYTES,
             hidden: self.hidden.clone(),
             classes: NUM_CLASSES,
             activation: self.activation.into(),
-            init_std: 1e-4,
+            init,
+            norm,
+        }
+    }
+
+    /// The manual engine's network and optimiser, seeded.
+    pub fn manual_learner(&self, seed: u64) -> ManualMlp {
+        ManualMlp {
+            model: Mlp::new(self.manual_config(), &mut StdRng::seed_from_u64(seed)),
+            adam: (self.optimizer == OptimizerArg::Adam).then(Adam::default),
         }
     }
 
@@ -238,9 +247,40 @@ impl MlpArgs {
 /// activations stay a few megabytes.
 const EVAL_BATCH: usize = 1000;
 
+/// The manual engine's MLP and its optimiser.
+pub struct ManualMlp {
+    pub model: Mlp<f32>,
+    /// `None`: plain SGD, its update fused into the backward pass.
+    adam: Option<Adam<f32>>,
+}
+
+impl ManualMlp {
+    /// One training step; returns the mean loss.
+    pub fn step(&mut self, x: ArrayView2<'_, f32>, labels: &[usize], lr: f64) -> f32 {
+        match &mut self.adam {
+            None => self.model.sgd_step(x, labels, lr),
+            Some(adam) => {
+                let loss = self.model.forward_backward(x, labels);
+                adam.step(&mut self.model, lr);
+                loss
+            }
+        }
+    }
+
+    /// Weights, BatchNorm running statistics and Adam's moments, as checkpoint tensors.
+    fn tensors(&mut self) -> Vec<manual::Param<'_, f32>> {
+        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
+        let mut tensors = self.model.tensors();
+        if let Some(adam) = &mut self.adam {
+            tensors.extend(adam.state(&names));
+        }
+        tensors
+    }
+}
+
 /// The manual engine's MLP with its data.
 struct ManualMlpTrainer {
-    model: Mlp<f32>,
+    learner: ManualMlp,
     lr: f64,
     batches: CifarBatches,
 }
@@ -249,12 +289,11 @@ impl Trainer for ManualMlpTrainer {
     fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
         let (images, labels) = self.batches.next_train();
         let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
-        // Plain SGD, its update fused into the backward pass.
-        Ok((self.model.sgd_step(x, labels, self.lr) as f64).into())
+        Ok((self.learner.step(x, labels, self.lr) as f64).into())
     }
 
     fn evaluate(&mut self) -> Result<Evaluation> {
-        let model = &mut self.model;
+        let model = &mut self.learner.model;
         let correct = self.batches.sum_over_test(EVAL_BATCH, |images, labels| {
             let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
             Ok(model.count_correct(x, labels))
@@ -266,20 +305,32 @@ impl Trainer for ManualMlpTrainer {
     }
 
     fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
-        save_params(
-            &dir.join(CHECKPOINT),
-            &self.model.parameters(),
-            metadata(step, "mlp", "manual"),
-        )
+        if let Some(adam) = &mut self.learner.adam {
+            adam.reserve(&mut self.learner.model);
+        }
+        let mut meta = metadata(step, "mlp", "manual");
+        if let Some(adam) = &self.learner.adam {
+            meta.insert("adam_steps".to_owned(), adam.steps.to_string());
+        }
+        save_params(&dir.join(CHECKPOINT), &self.learner.tensors(), meta)
     }
 
     fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
         let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
         checkpoint.expect("mlp", "manual")?;
         let step = checkpoint.step()?;
-        checkpoint.restore_params(self.model.parameters())?;
-        // SGD keeps no state; the batch order is replayed so the run continues exactly as an
-        // uninterrupted one would.
+        if let Some(adam) = &mut self.learner.adam {
+            adam.reserve(&mut self.learner.model);
+        }
+        checkpoint.restore_params(self.learner.tensors())?;
+        if let Some(adam) = &mut self.learner.adam {
+            adam.steps = checkpoint
+                .meta("adam_steps")?
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: bad adam_steps: {e}", dir.display()))?;
+        }
+        // The batch order is replayed so the run continues exactly as an uninterrupted one
+        // would.
         self.batches.skip(step);
         Ok(step)
     }
@@ -298,7 +349,7 @@ pub fn run(args: &MlpArgs) -> Result<()> {
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
     let mut trainer: Box<dyn Trainer> = match args.model.engine {
         Engine::Manual => Box::new(ManualMlpTrainer {
-            model: Mlp::new(args.model.manual_config(), &mut StdRng::seed_from_u64(args.seed)),
+            learner: args.model.manual_learner(args.seed),
             lr: args.model.lr,
             batches,
         }),

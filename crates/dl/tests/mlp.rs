@@ -166,3 +166,60 @@ fn resume_continues_exactly_where_the_run_stopped() {
     let out = dl(&["mlp", "--resume", tmp.path().join("nothing").to_str().unwrap()]);
     assert_clean_failure(&out, "cannot resume");
 }
+
+/// The manual engine's MLP with BatchNorm (SGD) and LayerNorm (Adam) learns, and with
+/// BatchNorm and Adam a resumed run repeats the uninterrupted one (weights, running
+/// statistics and Adam's moments all come back from the checkpoint).
+#[test]
+fn manual_mlps_with_norms_learn_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = learnable_cifar(&tmp.path().join("data"), 40, 100);
+    let d = data.to_str().unwrap();
+    let run = |out: &std::path::Path, norm: &str, optimizer: &str, lr: &str, steps: &str| {
+        dl(&[
+            "mlp",
+            "--engine",
+            "manual",
+            "--hidden",
+            "64,64",
+            "--activation",
+            "relu",
+            "--norm",
+            norm,
+            "--optimizer",
+            optimizer,
+            "--lr",
+            lr,
+            "--steps",
+            steps,
+            "--eval-every",
+            "30",
+            "--batch-size",
+            "40",
+            "--data",
+            d,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    for (norm, optimizer, lr) in [("batch", "sgd", "0.01"), ("layer", "adam", "0.001")] {
+        let out = run(&tmp.path().join(norm), norm, optimizer, lr, "60");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary = last_json(&out);
+        assert_eq!(summary["engine"], "manual");
+        let accuracy = summary["test_accuracy"].as_f64().unwrap();
+        assert!(accuracy > 0.6, "--norm {norm}: test accuracy {accuracy}");
+    }
+    let whole = tmp.path().join("whole");
+    assert!(run(&whole, "batch", "adam", "0.001", "60").status.success());
+    let part = tmp.path().join("part");
+    assert!(run(&part, "batch", "adam", "0.001", "30").status.success());
+    let out = dl(&["mlp", "--resume", part.to_str().unwrap(), "--data", d, "--steps", "60"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        fs::read_to_string(whole.join("metrics.jsonl")).unwrap(),
+        fs::read_to_string(part.join("metrics.jsonl")).unwrap(),
+        "a resumed run's curve (losses and test accuracies) is the uninterrupted run's"
+    );
+}

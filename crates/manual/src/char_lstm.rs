@@ -166,8 +166,7 @@ impl<T: Float> CharLstm<T> {
             .extend((0..steps).flat_map(|t| (0..batch).map(move |b| targets[b * steps + t])));
         let correct = count_correct(self.logits.view(), &self.targets);
         let loss = SoftmaxCrossEntropy.forward(self.logits.view(), &self.targets, self.probs.view_mut());
-        let probs = self.probs.clone();
-        SoftmaxCrossEntropy.backward(probs.view(), &self.targets, self.probs.view_mut());
+        SoftmaxCrossEntropy.backward_in_place(self.probs.view_mut(), &self.targets);
 
         let rows = tokens.len();
         let hidden = self.head.inputs();

@@ -10,6 +10,7 @@
 //! Everything is generic over [`Float`]: training runs in `f32`, gradient checks in `f64`.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod char_lstm;
 pub mod cross_entropy;
 pub mod dropout;
@@ -31,6 +32,7 @@ pub mod softmax;
 pub mod softmax_cross_entropy;
 
 pub use activation::{Activation, Elu, Relu};
+pub use batch_norm::BatchNorm;
 pub use char_lstm::{CharLstm, CharLstmConfig, CharState};
 pub use cross_entropy::CrossEntropy;
 pub use dropout::Dropout;
@@ -40,7 +42,7 @@ pub use input_projection::{InputProjection, RecurrentInput, RecurrentInputGrad};
 pub use layer_norm::LayerNorm;
 pub use linear::LinearLayer;
 pub use lstm::Lstm;
-pub use mlp::{Mlp, MlpConfig};
+pub use mlp::{Mlp, MlpConfig, MlpInit, MlpNorm};
 pub use optim::{Adam, RmsProp, Sgd, clip_grad_norm};
 pub use param::{Param, Parameters};
 pub use peephole_lstm::PeepholeLstm;

@@ -240,7 +240,7 @@ pub fn clip_grad_norm<T: Float>(model: &mut impl Parameters<T>, max_norm: f64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Activation, Mlp, MlpConfig};
+    use crate::{Activation, Mlp, MlpConfig, MlpInit, MlpNorm};
     use ndarray::Array2;
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
@@ -277,7 +277,8 @@ mod tests {
             hidden: vec![16],
             classes: 2,
             activation: Activation::Elu,
-            init_std: 0.5,
+            init: MlpInit::Normal(0.5),
+            norm: MlpNorm::None,
         };
         let mut mlp = Mlp::<f32>::new(config, &mut rng);
         let sgd = Sgd { lr: 0.2 };

@@ -154,10 +154,8 @@ impl<T: Float> SequenceClassifier<T> {
         self.forward(tokens, batch);
         let correct = count_correct(self.logits.view(), targets);
         let loss = SoftmaxCrossEntropy.forward(self.logits.view(), targets, self.probs.view_mut());
-        // The loss's gradient overwrites the probabilities (backward reads each before it
-        // writes it).
-        let probs = self.probs.clone();
-        SoftmaxCrossEntropy.backward(probs.view(), targets, self.probs.view_mut());
+        // The loss's gradient overwrites the probabilities.
+        SoftmaxCrossEntropy.backward_in_place(self.probs.view_mut(), targets);
         let hidden = self.head.inputs();
         if self.dlast.dim() != (batch, hidden) {
             self.dlast = Array2::zeros((batch, hidden));

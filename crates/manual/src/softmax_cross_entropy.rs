@@ -52,6 +52,18 @@ impl SoftmaxCrossEntropy {
     }
 }
 
+impl SoftmaxCrossEntropy {
+    /// [`backward`](Self::backward) in place: turns the probabilities into `∂L/∂X`.
+    pub fn backward_in_place<T: Float>(&self, mut probs: ArrayViewMut2<'_, T>, targets: &[usize]) {
+        check_targets(probs.dim(), targets);
+        let scale = T::one() / T::of(targets.len() as f64);
+        Zip::from(probs.rows_mut()).and(targets).for_each(|mut p, &t| {
+            p.map_inplace(|v| *v *= scale);
+            p[t] -= scale;
+        });
+    }
+}
+
 /// Number of rows whose largest logit is at the target.
 pub fn count_correct<T: Float>(logits: ArrayView2<'_, T>, targets: &[usize]) -> usize {
     logits

@@ -31,6 +31,14 @@ fn fast_f32() -> bool {
     })
 }
 
+/// Column-major B operands with at least this many values are copied to row-major first.
+const TRANSPOSE_THRESHOLD: usize = 1 << 15;
+
+thread_local! {
+    /// Scratch for the row-major copy of a column-major B.
+    static TRANSPOSED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// L2 cache per core on the machines this engine is tuned for.
 const L2_BYTES: usize = 2 << 20;
 
@@ -50,6 +58,28 @@ pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: &mut Arra
         if !accumulate {
             c.fill(T::zero());
         }
+        return;
+    }
+    // A large B stored column by column (a transposed weight, `W.t()`) is copied once into
+    // row-major scratch so that the fast kernel can take it: the copy reads k·n values, the
+    // product does k·n·m multiply-adds.
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<T>() == TypeId::of::<f32>()
+        && b.strides()[1] != 1
+        && c.strides()[1] == 1
+        && k * n >= TRANSPOSE_THRESHOLD
+        && m >= 16
+        && fast_f32()
+    {
+        TRANSPOSED.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            scratch.resize(k * n, 0.0);
+            // SAFETY: T is f32 (checked above), so the scratch's f32 values are T values.
+            let mut copy = unsafe { ndarray::ArrayViewMut2::from_shape_ptr((k, n), scratch.as_mut_ptr() as *mut T) };
+            copy.assign(&b);
+            matmul(a, copy.view(), c, accumulate);
+        });
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -173,6 +203,7 @@ mod tests {
             (301, 37, 200),
             (5, 300, 2000), // k blocked: B is over the L2 size
             (7, 1024, 600),
+            (20, 300, 200), // column-major B copied to row-major (with bt.t())
         ];
         for (m, n, k) in shapes {
             let a64 = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7 + j * 3) % 11) as f64 * 0.25 - 1.0);
@@ -182,10 +213,11 @@ mod tests {
             let a = a64.mapv(|v| v as f32);
             let at = a.t().to_owned();
             let b = b64.mapv(|v| v as f32);
-            for a_view in [a.view(), at.t()] {
+            let bt = b.t().to_owned(); // bt.t() is B stored column by column
+            for (a_view, b_view) in [(a.view(), b.view()), (at.t(), b.view()), (a.view(), bt.t())] {
                 for accumulate in [false, true] {
                     let mut c = c0.mapv(|v| v as f32);
-                    matmul(a_view, b.view(), &mut c.view_mut(), accumulate);
+                    matmul(a_view, b_view, &mut c.view_mut(), accumulate);
                     let expected = if accumulate { &want + &c0 } else { want.clone() };
                     for ((i, j), &v) in c.indexed_iter() {
                         let e = expected[[i, j]];
