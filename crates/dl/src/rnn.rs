@@ -111,6 +111,9 @@ impl RnnModelArgs {
         if self.engine == Engine::Manual && !matches!(self.model, ModelArg::Lstm | ModelArg::Peephole) {
             bail!("--engine manual runs --model lstm and --model peephole; use --engine burn for gru and bilstm");
         }
+        if self.engine == Engine::Manual && self.device != DeviceArg::Cpu {
+            bail!("the manual engine runs on the CPU; --device is for --engine burn");
+        }
         if self.length < 2 {
             bail!("--length must be at least 2");
         }

@@ -86,6 +86,9 @@ impl TextModelArgs {
                 bail!("{name} must be at least 1");
             }
         }
+        if self.engine == Engine::Manual && self.device != DeviceArg::Cpu {
+            bail!("the manual engine runs on the CPU; --device is for --engine burn");
+        }
         if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
             bail!("--keep-prob must be in (0, 1], got {}", self.keep_prob);
         }
