@@ -49,13 +49,10 @@ pub struct PeepholeLstm<T> {
 
 impl<T: Float> PeepholeLstm<T> {
     /// A peephole LSTM from `inputs` features to `hidden` units, initialised as the original:
-    /// every weight from N(0, 1/H), biases zero. The original stores each gate's matrices
-    /// as `[in, H]` and initialises them with PyTorch's `kaiming_normal_` (linear gain),
-    /// which takes a 2-D tensor's fan-in from its second dimension: `H` for all of them.
+    /// Kaiming-normal with linear gain (std `1/√fan_in`, the true fan-in), biases zero.
     pub fn new(inputs: usize, hidden: usize, rng: &mut impl Rng) -> Self {
-        let std = 1.0 / (hidden as f64).sqrt();
-        let input = InputProjection::new(inputs, 4 * hidden, std, rng);
-        let normal = Normal::new(0.0, std).expect("finite standard deviation");
+        let input = InputProjection::new(inputs, 4 * hidden, 1.0 / (inputs as f64).sqrt(), rng);
+        let normal = Normal::new(0.0, 1.0 / (hidden as f64).sqrt()).expect("finite standard deviation");
         let w_c = Array2::from_shape_simple_fn((hidden, 3 * hidden), || T::of(normal.sample(rng)));
         Self::from_weights(input, w_c)
     }

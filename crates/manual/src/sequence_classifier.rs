@@ -72,9 +72,9 @@ pub struct SequenceClassifier<T> {
 }
 
 impl<T: Float> SequenceClassifier<T> {
-    /// A classifier initialised as the original: embedding N(0, 1), weights N(0, 1/fan) where
-    /// `fan` is what PyTorch's `kaiming_normal_` takes as the fan-in of the original's
-    /// `[in, out]` matrices (their `out`), zero biases.
+    /// A classifier initialised as the original: embedding N(0, 1), Kaiming-normal weights
+    /// with linear gain (std `1/√fan_in`), zero biases; the same distributions as the burn
+    /// engine's.
     pub fn new(
         kind: RecurrentKind,
         vocab: usize,
@@ -88,9 +88,7 @@ impl<T: Float> SequenceClassifier<T> {
             RecurrentKind::Lstm => RecurrentLayer::Lstm(Lstm::new(inputs, hidden, rng)),
             RecurrentKind::Peephole => RecurrentLayer::Peephole(PeepholeLstm::new(inputs, hidden, rng)),
         };
-        // The original's W_ph is [H, classes], and PyTorch's kaiming_normal_ reads the fan-in
-        // of a 2-D tensor from its second dimension: std 1/√classes.
-        let head = LinearLayer::new(hidden, classes, 1.0 / (classes as f64).sqrt(), rng);
+        let head = LinearLayer::new(hidden, classes, 1.0 / (hidden as f64).sqrt(), rng);
         Self::from_parts(embedding, rnn, head)
     }
 
