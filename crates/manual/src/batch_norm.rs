@@ -93,12 +93,9 @@ impl<T: Float> BatchNorm<T> {
                 self.running_var.iter().map(|&v| T::one() / (v + eps).sqrt()).collect(),
             )
         };
-        // y = x·(γ r) + (β − μ γ r): one multiply-add per value, along contiguous rows.
-        let scale: Vec<T> = (0..m).map(|j| self.gamma[j] * rstd[j]).collect();
-        let shift: Vec<T> = (0..m).map(|j| self.beta[j] - mean[j] * scale[j]).collect();
         for (mut out, row) in y.rows_mut().into_iter().zip(x.rows()) {
-            for ((o, &v), (&a, &b)) in out.iter_mut().zip(row).zip(scale.iter().zip(&shift)) {
-                *o = v * a + b;
+            for j in 0..m {
+                out[j] = self.gamma[j] * (row[j] - mean[j]) * rstd[j] + self.beta[j];
             }
         }
         if training {
@@ -118,36 +115,24 @@ impl<T: Float> BatchNorm<T> {
     pub fn backward(&mut self, x: ArrayView2<'_, T>, dy: ArrayView2<'_, T>, mut dx: ArrayViewMut2<'_, T>) {
         let (n, m) = x.dim();
         assert_eq!(dy.dim(), (n, m), "BatchNorm backward: dy shape differs from x");
-        let (mean, rstd) = (&self.mean[..m], &self.rstd[..m]);
         let (mut sum_dy, mut sum_dy_xhat) = (vec![T::zero(); m], vec![T::zero(); m]);
         for (row, drow) in x.rows().into_iter().zip(dy.rows()) {
-            for ((((s, sx), &v), &d), (&mu, &r)) in sum_dy
-                .iter_mut()
-                .zip(sum_dy_xhat.iter_mut())
-                .zip(row)
-                .zip(drow)
-                .zip(mean.iter().zip(rstd))
-            {
-                *s += d;
-                *sx += d * (v - mu) * r;
+            for j in 0..m {
+                let xhat = (row[j] - self.mean[j]) * self.rstd[j];
+                sum_dy[j] += drow[j];
+                sum_dy_xhat[j] += drow[j] * xhat;
             }
         }
         for j in 0..m {
             self.grad_beta[j] += sum_dy[j];
             self.grad_gamma[j] += sum_dy_xhat[j];
         }
-        // γ·r·(dY − mean dY − X̂·mean(dY X̂)), with X̂ = (X − μ)·r: per value
-        // dX = a·dY + b·X + c with per-feature a = γr, b = −γr²·mean(dY X̂),
-        // c = −γr·mean dY + γr²·μ·mean(dY X̂).
         let inv_n = T::one() / T::of(n as f64);
-        let a: Vec<T> = (0..m).map(|j| self.gamma[j] * rstd[j]).collect();
-        let b: Vec<T> = (0..m).map(|j| -a[j] * rstd[j] * sum_dy_xhat[j] * inv_n).collect();
-        let c: Vec<T> = (0..m).map(|j| -a[j] * sum_dy[j] * inv_n - b[j] * mean[j]).collect();
         for ((mut out, row), drow) in dx.rows_mut().into_iter().zip(x.rows()).zip(dy.rows()) {
-            for ((o, (&v, &d)), ((&a, &b), &c)) in
-                out.iter_mut().zip(row.iter().zip(drow)).zip(a.iter().zip(&b).zip(&c))
-            {
-                *o = a * d + b * v + c;
+            for j in 0..m {
+                let xhat = (row[j] - self.mean[j]) * self.rstd[j];
+                // γ·(dY − mean dY − X̂·mean(dY X̂)): dX̂ = γ·dY factors out per feature.
+                out[j] = self.gamma[j] * self.rstd[j] * (drow[j] - sum_dy[j] * inv_n - xhat * sum_dy_xhat[j] * inv_n);
             }
         }
     }
