@@ -249,6 +249,17 @@ struct ManualLearner {
     max_norm: f64,
 }
 
+impl ManualLearner {
+    /// The weights and Adam's moments, as checkpoint tensors.
+    fn tensors(&mut self) -> Vec<manual::Param<'_, f32>> {
+        self.adam.reserve(&mut self.model);
+        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
+        let mut tensors = self.model.parameters();
+        tensors.extend(self.adam.state(&names));
+        tensors
+    }
+}
+
 impl SequenceLearner for ManualLearner {
     fn step(&mut self, tokens: &[usize], labels: &[usize], lr: f64) -> StepMetrics {
         let (loss, correct) = self.model.forward_backward(tokens, labels);
@@ -265,23 +276,15 @@ impl SequenceLearner for ManualLearner {
     }
 
     fn save(&mut self, path: &Path, step: usize) -> Result<()> {
-        self.adam.reserve(&mut self.model);
-        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
         let mut meta = metadata(step, "rnn", "manual");
         meta.insert("adam_steps".to_owned(), self.adam.steps.to_string());
-        let mut tensors = self.model.parameters();
-        tensors.extend(self.adam.state(&names));
-        save_params(path, &tensors, meta)
+        save_params(path, &self.tensors(), meta)
     }
 
     fn restore(&mut self, path: &Path) -> Result<usize> {
         let checkpoint = Checkpoint::read(path)?;
         checkpoint.expect("rnn", "manual")?;
-        self.adam.reserve(&mut self.model);
-        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
-        let mut tensors = self.model.parameters();
-        tensors.extend(self.adam.state(&names));
-        checkpoint.restore_params(tensors)?;
+        checkpoint.restore_params(self.tensors())?;
         self.adam.steps = checkpoint
             .meta("adam_steps")?
             .parse()

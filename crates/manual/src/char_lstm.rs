@@ -6,7 +6,8 @@ use ndarray::{Array1, Array2, ArrayView2, s};
 use rand::Rng;
 use rand_distr::{Distribution, Uniform};
 
-use crate::input_projection::{RecurrentInput, RecurrentInputGrad};
+use crate::input_projection::{RecurrentInput, RecurrentInputGrad, time_major};
+use crate::param::prefixed;
 use crate::softmax_cross_entropy::count_correct;
 use crate::{Dropout, Embedding, Float, LinearLayer, Lstm, Param, Parameters, SoftmaxCrossEntropy};
 
@@ -114,10 +115,7 @@ impl<T: Float> CharLstm<T> {
             "{} tokens are not {batch} windows of equal length",
             tokens.len()
         );
-        let steps = tokens.len() / batch;
-        self.ids.clear();
-        self.ids
-            .extend((0..steps).flat_map(|t| (0..batch).map(move |b| tokens[b * steps + t])));
+        time_major(tokens, batch, &mut self.ids);
         let initial = |l: usize| state.map(|s| (s[l].0.view(), s[l].1.view()));
         self.layers[0].forward_from(RecurrentInput::Tokens(&self.ids, &self.embedding), batch, initial(0));
         for l in 1..self.layers.len() {
@@ -160,10 +158,7 @@ impl<T: Float> CharLstm<T> {
     ) -> (T, usize) {
         assert_eq!(tokens.len(), targets.len(), "one target per token");
         self.forward(tokens, batch, None, Some(rng));
-        let steps = tokens.len() / batch;
-        self.targets.clear();
-        self.targets
-            .extend((0..steps).flat_map(|t| (0..batch).map(move |b| targets[b * steps + t])));
+        time_major(targets, batch, &mut self.targets);
         let correct = count_correct(self.logits.view(), &self.targets);
         let loss = SoftmaxCrossEntropy.forward(self.logits.view(), &self.targets, self.probs.view_mut());
         SoftmaxCrossEntropy.backward_in_place(self.probs.view_mut(), &self.targets);
@@ -231,17 +226,11 @@ impl<T: Float> CharLstm<T> {
 
 impl<T: Float> Parameters<T> for CharLstm<T> {
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
-        fn prefixed<'a, T>(prefix: String, params: Vec<Param<'a, T>>) -> impl Iterator<Item = Param<'a, T>> {
-            params.into_iter().map(move |mut p| {
-                p.name = format!("{prefix}.{}", p.name);
-                p
-            })
-        }
-        let mut params: Vec<Param<'_, T>> = prefixed("embedding".into(), self.embedding.parameters()).collect();
+        let mut params: Vec<Param<'_, T>> = prefixed("embedding", self.embedding.parameters()).collect();
         for (l, layer) in self.layers.iter_mut().enumerate() {
             params.extend(prefixed(format!("lstm{l}"), layer.parameters()));
         }
-        params.extend(prefixed("head".into(), self.head.parameters()));
+        params.extend(prefixed("head", self.head.parameters()));
         params
     }
 }

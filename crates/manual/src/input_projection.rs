@@ -14,6 +14,14 @@ use rand_distr::{Distribution, Normal};
 use crate::matmul::matmul;
 use crate::{Embedding, Float, Param, Parameters};
 
+/// Rewrites `batch` sequences stored one after the other (batch-major, as the data layer
+/// makes them) into `out` time-major: row `t·B + b` is step `t` of sequence `b`.
+pub fn time_major(values: &[usize], batch: usize, out: &mut Vec<usize>) {
+    let steps = values.len() / batch;
+    out.clear();
+    out.extend((0..steps).flat_map(|t| (0..batch).map(move |b| values[b * steps + t])));
+}
+
 /// What a recurrent layer reads: feature rows, or token ids looked up in an embedding.
 /// Rows are time-major: row `t·B + b` is step `t` of sequence `b`.
 #[derive(Debug, Clone, Copy)]

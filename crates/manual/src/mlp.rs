@@ -6,6 +6,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use rand_distr::{Distribution, Uniform};
 
+use crate::param::prefixed;
 use crate::softmax_cross_entropy::count_correct;
 use crate::{Activation, BatchNorm, Float, LayerNorm, LinearLayer, Param, Parameters, SoftmaxCrossEntropy};
 
@@ -109,6 +110,16 @@ impl<T: Float> Block<T> {
             (Some(_), _) => self.n.view(),
             (None, Some(_)) => self.a.view(),
             (None, None) => self.z.view(),
+        }
+    }
+
+    /// The output and the buffer for its gradient (written by the next layer's backward
+    /// pass), borrowed together.
+    fn output_and_grad(&mut self) -> (ArrayView2<'_, T>, ArrayViewMut2<'_, T>) {
+        match (&self.norm, self.activation) {
+            (Some(_), _) => (self.n.view(), self.dn.view_mut()),
+            (None, Some(_)) => (self.a.view(), self.da.view_mut()),
+            (None, None) => (self.z.view(), self.dz.view_mut()),
         }
     }
 
@@ -316,18 +327,7 @@ impl<T: Float> Mlp<T> {
             block.backward_to_z();
             match before.last_mut() {
                 Some(prev) => {
-                    // The previous block's output and the buffer for its gradient: disjoint
-                    // fields, borrowed together.
-                    let input = match (&prev.norm, prev.activation) {
-                        (Some(_), _) => prev.n.view(),
-                        (None, Some(_)) => prev.a.view(),
-                        (None, None) => prev.z.view(),
-                    };
-                    let dinput = match (&prev.norm, prev.activation) {
-                        (Some(_), _) => prev.dn.view_mut(),
-                        (None, Some(_)) => prev.da.view_mut(),
-                        (None, None) => prev.dz.view_mut(),
-                    };
+                    let (input, dinput) = prev.output_and_grad();
                     linear_backward(&mut block.linear, input, block.dz.view_mut(), Some(dinput))
                 }
                 None => linear_backward(&mut block.linear, x, block.dz.view_mut(), None),
@@ -356,14 +356,6 @@ impl<T: Float> Mlp<T> {
         params.extend(statistics);
         params
     }
-}
-
-/// Names `params` `<prefix>.<name>`.
-fn prefixed<'a, T>(prefix: String, params: Vec<Param<'a, T>>) -> impl Iterator<Item = Param<'a, T>> {
-    params.into_iter().map(move |mut p| {
-        p.name = format!("{prefix}.{}", p.name);
-        p
-    })
 }
 
 impl<T: Float> Parameters<T> for Mlp<T> {

@@ -13,6 +13,17 @@ pub struct Param<'a, T> {
     pub shape: Vec<usize>,
 }
 
+/// `params` renamed `<prefix>.<name>`: how a model names the parameters of its parts.
+pub fn prefixed<'a, T>(
+    prefix: impl std::fmt::Display,
+    params: Vec<Param<'a, T>>,
+) -> impl Iterator<Item = Param<'a, T>> {
+    params.into_iter().map(move |mut p| {
+        p.name = format!("{prefix}.{}", p.name);
+        p
+    })
+}
+
 /// Something with parameters.
 pub trait Parameters<T> {
     /// Every parameter with its gradient, in a fixed order.

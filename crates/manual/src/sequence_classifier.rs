@@ -5,7 +5,8 @@
 use ndarray::{Array2, ArrayView2, s};
 use rand::Rng;
 
-use crate::input_projection::{RecurrentInput, RecurrentInputGrad};
+use crate::input_projection::{RecurrentInput, RecurrentInputGrad, time_major};
+use crate::param::prefixed;
 use crate::softmax_cross_entropy::count_correct;
 use crate::{Embedding, Float, LinearLayer, Lstm, Param, Parameters, PeepholeLstm, SoftmaxCrossEntropy};
 
@@ -113,10 +114,7 @@ impl<T: Float> SequenceClassifier<T> {
             "{} tokens are not {batch} sequences of equal length",
             tokens.len()
         );
-        let steps = tokens.len() / batch;
-        self.ids.clear();
-        self.ids
-            .extend((0..steps).flat_map(|t| (0..batch).map(move |b| tokens[b * steps + t])));
+        time_major(tokens, batch, &mut self.ids);
         self.rnn
             .forward(RecurrentInput::Tokens(&self.ids, &self.embedding), batch);
         let shape = (batch, self.head.outputs());
@@ -180,12 +178,6 @@ impl<T: Float> SequenceClassifier<T> {
 
 impl<T: Float> Parameters<T> for SequenceClassifier<T> {
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
-        fn prefixed<'a, T>(prefix: &str, params: Vec<Param<'a, T>>) -> impl Iterator<Item = Param<'a, T>> {
-            params.into_iter().map(move |mut p| {
-                p.name = format!("{prefix}.{}", p.name);
-                p
-            })
-        }
         let mut params: Vec<Param<'_, T>> = prefixed("embedding", self.embedding.parameters()).collect();
         params.extend(prefixed("rnn", self.rnn.parameters()));
         params.extend(prefixed("head", self.head.parameters()));

@@ -40,19 +40,10 @@ impl SoftmaxCrossEntropy {
     /// (softmax's Jacobian `P_ij(δ_jk − P_ik)` times cross-entropy's `−T_ij/(S·P_ij)`,
     /// summed over j, using `Σ_j T_ij = 1`).
     pub fn backward<T: Float>(&self, probs: ArrayView2<'_, T>, targets: &[usize], mut dlogits: ArrayViewMut2<'_, T>) {
-        check_targets(probs.dim(), targets);
-        let scale = T::one() / T::of(targets.len() as f64);
-        Zip::from(dlogits.rows_mut())
-            .and(probs.rows())
-            .and(targets)
-            .for_each(|mut d, p, &t| {
-                Zip::from(&mut d).and(&p).for_each(|d, &p| *d = p * scale);
-                d[t] -= scale;
-            });
+        dlogits.assign(&probs);
+        self.backward_in_place(dlogits, targets);
     }
-}
 
-impl SoftmaxCrossEntropy {
     /// [`backward`](Self::backward) in place: turns the probabilities into `∂L/∂X`.
     pub fn backward_in_place<T: Float>(&self, mut probs: ArrayViewMut2<'_, T>, targets: &[usize]) {
         check_targets(probs.dim(), targets);
