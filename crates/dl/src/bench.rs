@@ -16,6 +16,7 @@ use rand_distr::{Distribution, Normal};
 use serde_json::json;
 
 use crate::cnn::{CnnModelArgs, nchw};
+use crate::manual_trainer::ManualClassifier;
 use crate::mlp::{Engine, MlpModelArgs};
 use crate::rnn::{ModelArg, RnnModelArgs};
 use crate::textgen::TextModelArgs;
@@ -25,7 +26,7 @@ use crate::textgen::TextModelArgs;
 pub enum BenchCommand {
     /// The MLP training step.
     Mlp(BenchMlpArgs),
-    /// The residual CNN's training step (burn engine, Adam).
+    /// The residual CNN's training step (Adam).
     Cnn(BenchCnnArgs),
     /// A recurrent classifier's training step on a sequence task (Adam).
     Rnn(BenchRnnArgs),
@@ -276,13 +277,24 @@ fn bench_cnn(args: &BenchCnnArgs) -> Result<()> {
     let batch = args.model.batch_size;
     let mut rng = StdRng::seed_from_u64(args.timing.seed);
     let (images, labels) = synthetic_batch(&mut rng, batch);
-    let device = args.model.device.device()?.autodiff();
-    let trainer = args.model.trainer(device, args.timing.seed);
-    let timings = time_burn(trainer, images, &labels, nchw(batch), args.model.lr, &args.timing);
+    let timings = match args.model.engine {
+        Engine::Manual => {
+            let mut learner = args.model.manual_learner(args.timing.seed);
+            let inputs = Array2::from_shape_vec((batch, IMAGE_BYTES), images)?;
+            time_steps(&args.timing, || {
+                learner.step(inputs.view(), &labels, args.model.lr);
+            })
+        }
+        Engine::Burn => {
+            let device = args.model.device.device()?.autodiff();
+            let trainer = args.model.trainer(device, args.timing.seed);
+            time_burn(trainer, images, &labels, nchw(batch), args.model.lr, &args.timing)
+        }
+    };
     let extra = json!({ "optimizer": "adam", "device": args.model.device });
     report(
         "cnn",
-        "burn",
+        args.model.engine.name(),
         batch,
         &args.timing,
         &timings,

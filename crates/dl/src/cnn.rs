@@ -1,5 +1,5 @@
-//! `dl cnn`: the write-up's pre-activation residual CNN on CIFAR-10 (NCHW, mean-subtracted
-//! images), on the burn engine with Adam.
+//! `dl cnn`: the write-up's pre-activation residual CNN on CIFAR-10 (mean-subtracted images)
+//! with Adam, on the burn engine (NCHW) or the manual engine (channels-last).
 
 use std::path::{Path, PathBuf};
 
@@ -8,19 +8,27 @@ use burn_models::Cnn;
 use burn_models::train::ClassifierTrainer;
 use clap::Args;
 use data::{IMAGE_CHANNELS, IMAGE_SIDE, NUM_CLASSES};
+use manual::{Adam, CnnConfig};
+use ndarray::ArrayView2;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::burn_trainer::BurnCifarTrainer;
 use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
-use crate::mlp::{DeviceArg, OptimizerArg, optimizer};
+use crate::manual_trainer::{ManualCifarTrainer, ManualClassifier};
+use crate::mlp::{DeviceArg, Engine, OptimizerArg, optimizer};
 use crate::runner::{
-    Experiment, ResumableArgs, RunArgs, Schedule, Stopwatch, adopt_run_flags, resolve_args, run_experiment,
+    Experiment, ResumableArgs, RunArgs, Schedule, Stopwatch, Trainer, adopt_run_flags, resolve_args, run_experiment,
 };
 
 /// The model and optimiser flags, shared by `dl cnn` and `dl bench cnn`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct CnnModelArgs {
+    /// Engine that runs the model.
+    #[arg(long, value_enum, default_value = "burn")]
+    pub engine: Engine,
     /// Learning rate (Adam).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
@@ -40,7 +48,18 @@ impl CnnModelArgs {
         if self.batch_size < 2 {
             bail!("--batch-size must be at least 2 (BatchNorm needs batch statistics)");
         }
+        if self.engine == Engine::Manual && self.device != DeviceArg::Cpu {
+            bail!("the manual engine runs on the CPU; --device is for --engine burn");
+        }
         Ok(())
+    }
+
+    /// The manual engine's network and Adam, seeded.
+    pub fn manual_learner(&self, seed: u64) -> ManualCnn {
+        ManualCnn {
+            model: manual::Cnn::new(CnnConfig::cifar10(), &mut StdRng::seed_from_u64(seed)),
+            adam: Adam::default(),
+        }
     }
 
     /// The network and Adam on an autodiff `device`, seeded.
@@ -81,8 +100,33 @@ pub struct CnnArgs {
     pub resume: Option<PathBuf>,
 }
 
-/// Test images per evaluation batch.
+/// Test images per evaluation batch of the burn engine.
 const EVAL_BATCH: usize = 250;
+
+/// The manual engine's network and its Adam.
+pub struct ManualCnn {
+    pub model: manual::Cnn<f32>,
+    adam: Adam<f32>,
+}
+
+impl ManualClassifier for ManualCnn {
+    const NAME: &'static str = "cnn";
+    type Model = manual::Cnn<f32>;
+
+    fn step(&mut self, x: ArrayView2<'_, f32>, labels: &[usize], lr: f64) -> f32 {
+        let loss = self.model.forward_backward(x, labels);
+        self.adam.step(&mut self.model, lr);
+        loss
+    }
+
+    fn count_correct(&mut self, x: ArrayView2<'_, f32>, labels: &[usize]) -> usize {
+        self.model.count_correct(x, labels)
+    }
+
+    fn parts(&mut self) -> (&mut manual::Cnn<f32>, Option<&mut Adam<f32>>) {
+        (&mut self.model, Some(&mut self.adam))
+    }
+}
 
 /// `dl cnn`
 pub fn run(args: &CnnArgs) -> Result<()> {
@@ -91,21 +135,30 @@ pub fn run(args: &CnnArgs) -> Result<()> {
     args.model.validate()?;
     let schedule = Schedule::new(args.steps.unwrap_or(5000), args.eval_every);
     schedule.validate()?;
-    let device = args.model.device.device()?.autodiff();
     let data = load_cifar10(&args.data)?;
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
-    let mut trainer = BurnCifarTrainer::new(
-        args.model.trainer(device, args.seed),
-        batches,
-        args.model.lr,
-        EVAL_BATCH,
-        "cnn",
-        nchw,
-    );
+    let mut trainer: Box<dyn Trainer> = match args.model.engine {
+        // Evaluation batches the size of the training batch reuse its buffers (the manual
+        // engine keeps every layer's activations for the backward pass).
+        Engine::Manual => Box::new(ManualCifarTrainer {
+            learner: args.model.manual_learner(args.seed),
+            lr: args.model.lr,
+            batches,
+            eval_batch: args.model.batch_size,
+        }),
+        Engine::Burn => Box::new(BurnCifarTrainer::new(
+            args.model.trainer(args.model.device.device()?.autodiff(), args.seed),
+            batches,
+            args.model.lr,
+            EVAL_BATCH,
+            "cnn",
+            nchw,
+        )),
+    };
     let steps = schedule.steps;
     let experiment = Experiment {
         name: "cnn",
-        engine: "burn",
+        engine: args.model.engine.name(),
         schedule,
         resume: args.resume.as_deref(),
         out: args.run.out.as_deref(),
@@ -120,7 +173,7 @@ pub fn run(args: &CnnArgs) -> Result<()> {
         "device": args.model.device,
         "seed": args.seed,
     });
-    run_experiment(&experiment, &config, &mut trainer, extra, &clock, args.run.json)?;
+    run_experiment(&experiment, &config, trainer.as_mut(), extra, &clock, args.run.json)?;
     Ok(())
 }
 

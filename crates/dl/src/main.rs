@@ -6,6 +6,7 @@ mod checkpoint;
 mod cifar;
 mod cnn;
 mod download;
+mod manual_trainer;
 mod mlp;
 mod plot;
 mod rnn;

@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, SgdConfig};
 use burn_models::train::ClassifierTrainer;
 use clap::{Args, ValueEnum};
 use data::{IMAGE_BYTES, NUM_CLASSES};
-use manual::{Activation, Adam, Mlp, MlpConfig, MlpInit, MlpNorm, Parameters};
+use manual::{Activation, Adam, Mlp, MlpConfig, MlpInit, MlpNorm};
 use ndarray::ArrayView2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -16,11 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::burn_trainer::BurnCifarTrainer;
-use crate::checkpoint::{CHECKPOINT, Checkpoint, metadata, save_params};
 use crate::cifar::{CifarArgs, CifarBatches, load_cifar10};
+use crate::manual_trainer::{ManualCifarTrainer, ManualClassifier};
 use crate::runner::{
-    Evaluation, Experiment, ResumableArgs, RunArgs, Schedule, StepMetrics, Stopwatch, Trainer, adopt_run_flags,
-    resolve_args, run_experiment,
+    Experiment, ResumableArgs, RunArgs, Schedule, Stopwatch, Trainer, adopt_run_flags, resolve_args, run_experiment,
 };
 
 /// Which implementation trains the model.
@@ -254,9 +253,11 @@ pub struct ManualMlp {
     adam: Option<Adam<f32>>,
 }
 
-impl ManualMlp {
-    /// One training step; returns the mean loss.
-    pub fn step(&mut self, x: ArrayView2<'_, f32>, labels: &[usize], lr: f64) -> f32 {
+impl ManualClassifier for ManualMlp {
+    const NAME: &'static str = "mlp";
+    type Model = Mlp<f32>;
+
+    fn step(&mut self, x: ArrayView2<'_, f32>, labels: &[usize], lr: f64) -> f32 {
         match &mut self.adam {
             None => self.model.sgd_step(x, labels, lr),
             Some(adam) => {
@@ -267,72 +268,12 @@ impl ManualMlp {
         }
     }
 
-    /// Weights, BatchNorm running statistics and Adam's moments, as checkpoint tensors.
-    fn tensors(&mut self) -> Vec<manual::Param<'_, f32>> {
-        let names: Vec<String> = self.model.parameters().into_iter().map(|p| p.name).collect();
-        let mut tensors = self.model.tensors();
-        if let Some(adam) = &mut self.adam {
-            tensors.extend(adam.state(&names));
-        }
-        tensors
-    }
-}
-
-/// The manual engine's MLP with its data.
-struct ManualMlpTrainer {
-    learner: ManualMlp,
-    lr: f64,
-    batches: CifarBatches,
-}
-
-impl Trainer for ManualMlpTrainer {
-    fn train_step(&mut self, _step: usize) -> Result<StepMetrics> {
-        let (images, labels) = self.batches.next_train();
-        let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
-        Ok((self.learner.step(x, labels, self.lr) as f64).into())
+    fn count_correct(&mut self, x: ArrayView2<'_, f32>, labels: &[usize]) -> usize {
+        self.model.count_correct(x, labels)
     }
 
-    fn evaluate(&mut self) -> Result<Evaluation> {
-        let model = &mut self.learner.model;
-        let correct = self.batches.sum_over_test(EVAL_BATCH, |images, labels| {
-            let x = ArrayView2::from_shape((labels.len(), IMAGE_BYTES), images)?;
-            Ok(model.count_correct(x, labels))
-        })?;
-        Ok(Evaluation::from([(
-            "test_accuracy".to_owned(),
-            correct as f64 / self.batches.test_len() as f64,
-        )]))
-    }
-
-    fn save_checkpoint(&mut self, dir: &Path, step: usize) -> Result<()> {
-        if let Some(adam) = &mut self.learner.adam {
-            adam.reserve(&mut self.learner.model);
-        }
-        let mut meta = metadata(step, "mlp", "manual");
-        if let Some(adam) = &self.learner.adam {
-            meta.insert("adam_steps".to_owned(), adam.steps.to_string());
-        }
-        save_params(&dir.join(CHECKPOINT), &self.learner.tensors(), meta)
-    }
-
-    fn restore_checkpoint(&mut self, dir: &Path) -> Result<usize> {
-        let checkpoint = Checkpoint::read(&dir.join(CHECKPOINT))?;
-        checkpoint.expect("mlp", "manual")?;
-        let step = checkpoint.step()?;
-        if let Some(adam) = &mut self.learner.adam {
-            adam.reserve(&mut self.learner.model);
-        }
-        checkpoint.restore_params(self.learner.tensors())?;
-        if let Some(adam) = &mut self.learner.adam {
-            adam.steps = checkpoint
-                .meta("adam_steps")?
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{}: bad adam_steps: {e}", dir.display()))?;
-        }
-        // The batch order is replayed so the run continues exactly as an uninterrupted one
-        // would.
-        self.batches.skip(step);
-        Ok(step)
+    fn parts(&mut self) -> (&mut Mlp<f32>, Option<&mut Adam<f32>>) {
+        (&mut self.model, self.adam.as_mut())
     }
 }
 
@@ -348,10 +289,11 @@ pub fn run(args: &MlpArgs) -> Result<()> {
     // many random numbers the initialisation drew.
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
     let mut trainer: Box<dyn Trainer> = match args.model.engine {
-        Engine::Manual => Box::new(ManualMlpTrainer {
+        Engine::Manual => Box::new(ManualCifarTrainer {
             learner: args.model.manual_learner(args.seed),
             lr: args.model.lr,
             batches,
+            eval_batch: EVAL_BATCH,
         }),
         Engine::Burn => {
             let device = args.model.device.device()?.autodiff();

@@ -1,4 +1,4 @@
-//! End-to-end: the burn engine's MLP (BatchNorm, LayerNorm) and residual CNN on generated
+//! End-to-end: the burn engine's MLP (BatchNorm, LayerNorm) and both engines' residual CNN on generated
 //! CIFAR-10 fixtures: they learn, and a resumed run continues where it stopped.
 
 mod common;
@@ -50,61 +50,70 @@ fn burn_mlps_with_batch_and_layer_norm_learn() {
     }
 }
 
+/// Both engines' CNN learn a generated fixture, and a run stopped at step 10 and resumed
+/// to 20 writes the losses of an uninterrupted one.
 #[test]
 fn the_cnn_learns_and_resumes_where_it_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let data = learnable_cifar(&tmp.path().join("data"), 16, 40);
     let d = data.to_str().unwrap();
-    let common = [
-        "--batch-size",
-        "8",
-        "--lr",
-        "0.001",
-        "--eval-every",
-        "10",
-        "--data",
-        d,
-        "--json",
-    ];
+    for engine in ["burn", "manual"] {
+        let common = [
+            "--engine",
+            engine,
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.001",
+            "--eval-every",
+            "10",
+            "--data",
+            d,
+            "--json",
+        ];
 
-    let whole = tmp.path().join("whole");
-    let mut args = vec!["cnn", "--steps", "20", "--out", whole.to_str().unwrap()];
-    args.extend(common);
-    let out = dl(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = last_json(&out);
-    assert_eq!(summary["experiment"], "cnn");
-    let accuracy = summary["test_accuracy"].as_f64().unwrap();
-    assert!(
-        accuracy > 0.3,
-        "test accuracy {accuracy} is not well above chance (0.1)"
-    );
-
-    // Stop after 10 steps (checkpoint: weights and Adam state), then resume to 20.
-    let part = tmp.path().join("part");
-    let mut args = vec!["cnn", "--steps", "10", "--out", part.to_str().unwrap()];
-    args.extend(common);
-    assert!(dl(&args).status.success());
-    let out = dl(&[
-        "cnn",
-        "--resume",
-        part.to_str().unwrap(),
-        "--steps",
-        "20",
-        "--data",
-        d,
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (a, b) = (losses(&whole), losses(&part));
-    assert_eq!(a.len(), 20);
-    assert_eq!(b.len(), 20);
-    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
-        assert_eq!(sa, sb);
+        let whole = tmp.path().join(format!("{engine}-whole"));
+        let mut args = vec!["cnn", "--steps", "20", "--out", whole.to_str().unwrap()];
+        args.extend(common);
+        let out = dl(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let summary = last_json(&out);
+        assert_eq!(summary["experiment"], "cnn");
+        assert_eq!(summary["engine"], engine);
+        let accuracy = summary["test_accuracy"].as_f64().unwrap();
         assert!(
-            (la - lb).abs() <= 1e-4 * la.abs().max(1.0),
-            "step {sa}: loss {la} uninterrupted, {lb} resumed"
+            accuracy > 0.3,
+            "{engine}: test accuracy {accuracy} is not well above chance (0.1)"
         );
+
+        // Stop after 10 steps (checkpoint: weights, BatchNorm statistics and Adam state),
+        // then resume to 20.
+        let part = tmp.path().join(format!("{engine}-part"));
+        let mut args = vec!["cnn", "--steps", "10", "--out", part.to_str().unwrap()];
+        args.extend(common);
+        assert!(dl(&args).status.success());
+        let out = dl(&[
+            "cnn",
+            "--resume",
+            part.to_str().unwrap(),
+            "--steps",
+            "20",
+            "--data",
+            d,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(last_json(&out)["engine"], engine);
+        let (a, b) = (losses(&whole), losses(&part));
+        assert_eq!(a.len(), 20);
+        assert_eq!(b.len(), 20);
+        for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
+            assert_eq!(sa, sb);
+            assert!(
+                (la - lb).abs() <= 1e-4 * la.abs().max(1.0),
+                "{engine} step {sa}: loss {la} uninterrupted, {lb} resumed"
+            );
+        }
     }
 }
 

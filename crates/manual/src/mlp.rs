@@ -335,11 +335,13 @@ impl<T: Float> Mlp<T> {
         }
         loss
     }
+}
 
+impl<T: Float> Parameters<T> for Mlp<T> {
     /// Every parameter (as [`Parameters::parameters`] lists them) followed by the BatchNorm
     /// running statistics (`batchnorm<i>.running_mean`, `…running_var`, with empty
     /// gradients): what a checkpoint keeps.
-    pub fn tensors(&mut self) -> Vec<Param<'_, T>> {
+    fn tensors(&mut self) -> Vec<Param<'_, T>> {
         let (mut params, mut statistics) = (Vec::new(), Vec::new());
         for (i, b) in self.blocks.iter_mut().enumerate() {
             params.extend(prefixed(format!("linear{i}"), b.linear.parameters()));
@@ -356,9 +358,7 @@ impl<T: Float> Mlp<T> {
         params.extend(statistics);
         params
     }
-}
 
-impl<T: Float> Parameters<T> for Mlp<T> {
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
         self.tensors()
             .into_iter()

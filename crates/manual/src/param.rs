@@ -29,6 +29,12 @@ pub trait Parameters<T> {
     /// Every parameter with its gradient, in a fixed order.
     fn parameters(&mut self) -> Vec<Param<'_, T>>;
 
+    /// Every parameter followed by whatever else a checkpoint must keep (BatchNorm running
+    /// statistics, with empty gradients); by default just the parameters.
+    fn tensors(&mut self) -> Vec<Param<'_, T>> {
+        self.parameters()
+    }
+
     /// Sets every gradient to zero.
     fn zero_grad(&mut self)
     where
