@@ -261,7 +261,7 @@ def numpy_mlp_step(args):
 
 def dl_cmd(args):
     if args.model == "cnn":
-        cmd = [args.dl, "bench", "cnn", "--lr", str(args.lr)]
+        cmd = [args.dl, "bench", "cnn", "--engine", args.engine, "--lr", str(args.lr)]
     elif args.model == "rnn":
         cmd = [args.dl, "bench", "rnn", "--engine", args.engine, "--model", args.rnn_model, "--length", str(args.length),
                "--input-dim", str(args.input_dim), "--hidden", str(args.hidden), "--lr", str(args.lr)]

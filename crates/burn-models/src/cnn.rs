@@ -184,6 +184,55 @@ mod tests {
         t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
 
+    /// Moves, channel by channel, the β of every BatchNorm that feeds a ReLU until none of its
+    /// outputs on `x` lies within 1e-4 of ReLU's kink at 0 (f32 rounding moves them by ~1e-6).
+    ///
+    /// Two implementations that round differently can put a pre-activation this close to 0
+    /// on different sides of the kink: in a 20-layer network at batch 4 (~700,000
+    /// pre-activations) that happens about once, and the one flipped derivative moves that
+    /// BatchNorm's gradients by 1e-2 (seen while writing this test). Away from the kinks the
+    /// network is smooth and the two implementations must agree to rounding.
+    fn clear_relu_kinks(model: &mut Cnn, x: Tensor<4>, device: &Device) {
+        fn clear(norm: &mut BatchNorm, x: Tensor<4>, device: &Device) -> Tensor<4> {
+            for _ in 0..50 {
+                let v = norm.forward(x.clone()); // [B, C, H, W], batch statistics
+                let [b, c, h, w] = v.dims();
+                let nearest = values(v.clone().abs().swap_dims(0, 1).reshape([c, b * h * w]).min_dim(1));
+                let near: Vec<usize> = (0..c).filter(|&j| nearest[j] < 1e-4).collect();
+                if near.is_empty() {
+                    return v;
+                }
+                let mut beta = values(norm.beta.val());
+                for j in near {
+                    beta[j] += 1e-3;
+                }
+                norm.beta =
+                    Param::from_tensor(Tensor::<1>::from_data(burn::tensor::TensorData::new(beta, [c]), device));
+            }
+            panic!("could not move the BatchNorm outputs away from 0");
+        }
+        let block = |b: &mut PreActBlock, x: Tensor<4>| {
+            let v = clear(&mut b.norm, x.clone(), device);
+            let residual = match b.batched {
+                true => conv3x3_batched(relu(v), b.conv.weight.val()),
+                false => b.conv.forward(relu(v)),
+            };
+            x + residual
+        };
+        let mut x = block(&mut model.first, model.stem.forward(x));
+        for stage in &mut model.stages {
+            x = match &stage.widen {
+                Some(conv) => conv.forward(x),
+                None => x,
+            };
+            x = stage.pool.forward(x);
+            for b in &mut stage.blocks {
+                x = block(b, x);
+            }
+        }
+        clear(&mut model.norm, model.last_pool.forward(x), device);
+    }
+
     /// burn's `[C_out, C_in, k, k]` as the manual engine's `[C_out, (ky, kx, c)]`.
     fn channels_last(weight: &[f32], dims: [usize; 4]) -> Vec<f32> {
         let [c_out, c_in, k, _] = dims;
@@ -205,27 +254,13 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(7);
         let mut model = Cnn::new(10, &device);
-        // Give the BatchNorms' γ and β values away from 1 and 0, so that their paths count.
-        let shuffle = |n: &mut BatchNorm| {
-            let c = n.gamma.val().dims()[0];
-            let wave = |phase: f32, scale: f32, shift: f32| {
-                let v: Vec<f32> = (0..c).map(|i| shift + scale * (i as f32 * 0.7 + phase).sin()).collect();
-                Param::from_tensor(Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [c]), &device))
-            };
-            n.gamma = wave(0.0, 0.4, 1.0);
-            n.beta = wave(1.0, 0.3, 0.0);
-        };
-        shuffle(&mut model.first.norm);
-        for stage in &mut model.stages {
-            stage.blocks.iter_mut().for_each(|b| shuffle(&mut b.norm));
-        }
-        shuffle(&mut model.norm);
         let batch = 4;
         let x: Vec<f32> = (0..batch * 3 * 32 * 32)
             .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0)
             .collect();
-        let targets = [3usize, 0, 9, 3];
         let xt = crate::train::float_tensor(x.clone(), [batch, 3, 32, 32], &device);
+        clear_relu_kinks(&mut model, xt.clone(), &device);
+        let targets = [3usize, 0, 9, 3];
         let loss = CrossEntropyLossConfig::new()
             .init(&device)
             .forward(model.forward(xt), crate::train::targets_tensor(&targets, &device));
@@ -270,13 +305,7 @@ mod tests {
         let bias = model.head.bias.as_ref().unwrap();
         burn_params.push((values(bias.val()), values(bias.grad(&grads).unwrap())));
 
-        // The twin computes in f32 (the engine's precision) and in f64. Gradients are compared
-        // in f64: in f32 the gradients of a 20-layer ReLU network depend on rounding, because
-        // a pre-activation within rounding distance of 0 (1 in ~10⁵ here) takes the other
-        // side of ReLU's kink in one implementation and moves that BatchNorm's gradient by
-        // 1e-2 (measured: the manual f32 twin against its own f64 run, one flipped entry in
-        // block 9). Away from kinks the f32 path equals the f64 one (the products' and the
-        // convolution's f32-against-f64 tests).
+        // The twin computes in f32 (the engine's precision) and in f64; both must match.
         let xa = ndarray::Array2::from_shape_vec((batch, 3 * 32 * 32), x).unwrap();
         let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let seed = || <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);

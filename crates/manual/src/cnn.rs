@@ -1,5 +1,5 @@
 //! The write-up's pre-activation residual CNN, layer for layer as the burn engine's
-//! (`burn_models::Cnn`), on channels-last feature maps:
+//! (`burn_models::Cnn`), on pixel-major feature maps ([`MapShape`]):
 //!
 //! ```text
 //! conv3×3(3→64) · PreAct(64) · conv1×1(64→128) · maxpool(3, s2, p1) · PreAct(128)×2 ·
@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Images arrive as the data set stores them (`[batch, channels·side·side]`, planes) and
-//! are transposed once to channels-last.
+//! are transposed once to the pixel-major rows of [`MapShape`].
 
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
@@ -17,7 +17,7 @@ use rand_distr::{Distribution, Uniform};
 use crate::conv2d::{MapShape, Window};
 use crate::max_pool::MaxPool2d;
 use crate::param::prefixed;
-use crate::preact_block::{PreActBlock, relu_backward_in_place, relu_in_place};
+use crate::preact_block::PreActBlock;
 use crate::softmax_cross_entropy::count_correct;
 use crate::{BatchNorm, Conv2d, Float, LinearLayer, Param, Parameters, SoftmaxCrossEntropy};
 
@@ -107,7 +107,7 @@ pub struct Cnn<T> {
     /// BatchNorm of the pooled features, before the last ReLU.
     norm: BatchNorm<T>,
     head: LinearLayer<T>,
-    /// The batch, channels-last `[images·side·side, channels]`.
+    /// The batch, pixel-major `[side·side·images, channels]`.
     input: Array2<T>,
     /// `ReLU(BatchNorm(pooled))`, `[batch, channels]`: the head's input.
     features: Array2<T>,
@@ -174,7 +174,13 @@ impl<T: Float> Cnn<T> {
                 node
             })
             .collect();
-        let features = shape.image_len();
+        assert_eq!(
+            (shape.height, shape.width),
+            (1, 1),
+            "the trunk must pool a {0}×{0} image down to 1×1",
+            config.side
+        );
+        let features = shape.channels;
         let bound = 1.0 / (features as f64).sqrt();
         let uniform = Uniform::new_inclusive(-bound, bound).expect("finite bound");
         let weight = Array2::from_shape_simple_fn((features, config.classes), || T::of(uniform.sample(rng)));
@@ -234,12 +240,12 @@ impl<T: Float> Cnn<T> {
         );
         let batch = x.nrows();
         self.reserve(batch);
-        // Planes to channels-last: input[(i, p), c] = x[i, c·side² + p].
+        // Planes to pixel-major rows: input[p·batch + i, c] = x[i, c·side² + p].
         let (pixels, channels) = (self.config.side * self.config.side, self.config.in_channels);
         for (i, image) in x.rows().into_iter().enumerate() {
             for c in 0..channels {
                 for p in 0..pixels {
-                    self.input[[i * pixels + p, c]] = image[c * pixels + p];
+                    self.input[[p * batch + i, c]] = image[c * pixels + p];
                 }
             }
         }
@@ -254,8 +260,7 @@ impl<T: Float> Cnn<T> {
             .view()
             .into_shape_with_order((batch, self.norm.features()))
             .expect("contiguous");
-        self.norm.forward(pooled, self.features.view_mut(), training);
-        relu_in_place(&mut self.features);
+        self.norm.forward_relu(pooled, self.features.view_mut(), training);
         self.head.forward(self.features.view(), self.logits.view_mut());
         self.logits.view()
     }
@@ -298,14 +303,14 @@ impl<T: Float> Cnn<T> {
             self.probs.view(),
             Some(self.d_features.view_mut()),
         );
-        relu_backward_in_place(self.features.view(), self.d_features.view_mut());
         {
             let features = self.norm.features();
             let last = self.trunk.last_mut().expect("the trunk is not empty");
             let (pooled, d_pooled) = last.out_and_grad();
             let pooled = pooled.into_shape_with_order((batch, features)).expect("contiguous");
             let d_pooled = d_pooled.into_shape_with_order((batch, features)).expect("contiguous");
-            self.norm.backward(pooled, self.d_features.view(), d_pooled);
+            self.norm
+                .backward_relu(pooled, self.d_features.view(), self.features.view(), d_pooled);
         }
         for i in (0..self.trunk.len()).rev() {
             let (before, rest) = self.trunk.split_at_mut(i);

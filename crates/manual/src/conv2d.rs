@@ -1,18 +1,28 @@
-//! 2-D convolution on channels-last feature maps, as one matrix product over the batch.
+//! 2-D convolution on pixel-major feature maps: im2col products, or one product per
+//! kernel tap on small maps.
 //!
-//! Layout: a batch of feature maps is a `[images·height·width, channels]` matrix whose row
-//! `(i·H + y)·W + x` is pixel `(y, x)` of image `i` ([`MapShape`]). In this layout a 1×1
-//! convolution *is* a matrix product, BatchNorm2d is the 1-D BatchNorm over the rows, and
-//! the `k` pixels under a kernel row are `k·C` contiguous values, so the im2col copy moves
-//! whole runs of memory. The weight is `W: [C_out, k·k·C_in]` with columns in `(ky, kx, c)`
-//! order (PyTorch's `[C_out, C_in, k, k]` with the channel index moved last).
+//! Layout: a batch of feature maps is a `[height·width·images, channels]` matrix whose row
+//! `(y·W + x)·N + i` is pixel `(y, x)` of image `i` ([`MapShape`]): pixel-major, the images
+//! of one pixel side by side. In this layout a 1×1 convolution *is* a matrix product,
+//! BatchNorm2d is the 1-D BatchNorm over the rows, and — the reason for putting the images
+//! inside — the pixels `(y, x0..x1)` of every image form one contiguous block of rows.
+//! The weight is `W: [C_out, k·k·C_in]` with columns in `(ky, kx, c)` order (PyTorch's
+//! `[C_out, C_in, k, k]` with the channel index moved last); `W_t` is its tap `(ky, kx)`,
+//! the `[C_out, C_in]` block of columns `t·C_in..(t+1)·C_in`.
 //!
-//! With `X̃ = im2col(X)` (row `p` = the `k·k·C_in` input values under output pixel `p`,
-//! zeros where the kernel hangs over the padding) the layer is `Y = X̃·Wᵀ + b`. The
-//! products run on our AVX-512 kernel ([`crate::matmul`]); the im2col matrix of a training
+//! Two ways to the same sums:
+//! - **im2col**: `X̃ = im2col(X)` (row `p` = the `k·k·C_in` input values under output
+//!   pixel `p`, zeros where the kernel hangs over the padding), `Y = X̃·Wᵀ + b`;
+//! - **tap by tap** (stride 1, maps of at most [`TAP_PRODUCT_PIXELS`] pixels):
+//!   `Y[rows] += X[rows shifted by the tap]·W_tᵀ` over the output rows for which tap `t`
+//!   lands inside the input. Where the padding is a large part of the map — on a 2×2 map
+//!   5 of the 9 taps of every pixel fall on it — this skips the products with zeros that
+//!   im2col computes, and it needs no im2col copy.
+//!
+//! The products run on our AVX-512 kernel ([`crate::matmul`]); the im2col matrix of a training
 //! pass is kept for the weight gradient and then reused as scratch for `∂L/∂X̃`.
 
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
@@ -20,7 +30,8 @@ use rayon::prelude::*;
 use crate::matmul::matmul;
 use crate::{Float, Param, Parameters};
 
-/// The shape of a batch of channels-last feature maps stored as `[pixels, channels]`.
+/// The shape of a batch of feature maps stored pixel-major as `[pixels·images, channels]`
+/// (row `(y·W + x)·N + i` is pixel `(y, x)` of image `i`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapShape {
     pub images: usize,
@@ -35,9 +46,15 @@ impl MapShape {
         self.images * self.height * self.width
     }
 
-    /// Values per image: `height·width·channels`.
-    pub fn image_len(&self) -> usize {
-        self.height * self.width * self.channels
+    /// The row of pixel `(y, x)` of image `i`.
+    pub fn row(&self, y: usize, x: usize, i: usize) -> usize {
+        (y * self.width + x) * self.images + i
+    }
+
+    /// Values per pixel position across the batch: `images·channels`, the rows of one
+    /// `(y, x)` as a flat slice.
+    pub fn pixel_len(&self) -> usize {
+        self.images * self.channels
     }
 
     /// The matrix dimensions `(pixels, channels)`.
@@ -77,6 +94,25 @@ impl Window {
         }
     }
 
+    /// For kernel offset `t` (stride 1): the output coordinates `o0..o1` (of `out_side`)
+    /// whose input coordinate `o + t − p` lies inside `0..side`, and the input coordinate
+    /// of `o0`.
+    pub fn valid_taps_of(&self, t: usize, side: usize, out_side: usize) -> (usize, usize, usize) {
+        assert_eq!(self.stride, 1, "tap ranges are for stride 1");
+        let shift = t as isize - self.padding as isize; // input = output + shift
+        let o0 = (-shift).max(0) as usize;
+        let o1 = ((side as isize - shift).max(0) as usize).min(out_side);
+        (o0.min(o1), o1, (o0 as isize + shift).max(0) as usize)
+    }
+
+    /// The output coordinate whose window covers input coordinate `i` at kernel offset `t`,
+    /// if any.
+    pub fn source(&self, i: usize, t: usize, out_side: usize) -> Option<usize> {
+        let o = i as isize + self.padding as isize - t as isize;
+        (o >= 0 && o % self.stride as isize == 0 && ((o as usize) / self.stride) < out_side)
+            .then(|| o as usize / self.stride)
+    }
+
     /// The kernel offsets `k0..k1` that land inside `0..side` for output coordinate `o`,
     /// and the input coordinate of offset `k0`.
     pub fn valid_taps(&self, o: usize, side: usize) -> (usize, usize, usize) {
@@ -86,6 +122,14 @@ impl Window {
         (k0.min(k1), k1, (start + k0 as isize).max(0) as usize)
     }
 }
+
+/// Maps of at most this many output pixels are convolved tap by tap (stride 1 only): there
+/// the padding is a large share of every window (of the im2col products with a 3×3 kernel,
+/// 16 % are with padding zeros on 8×8 maps, 31 % on 4×4, 56 % on 2×2) and the per-tap
+/// products are still large (`N·pixels ≥ 128` rows at batch 32). Larger maps lose little to
+/// the padding (8 % at 16×16) and gain from im2col's single long product: measured on the
+/// write-up's network, 8×8 maps tap by tap save ~4 % of the step, 16×16 ones cost ~10 %.
+pub const TAP_PRODUCT_PIXELS: usize = 64;
 
 /// A 2-D convolution layer (square kernel, equal stride and padding on both axes).
 #[derive(Debug, Clone)]
@@ -102,9 +146,19 @@ pub struct Conv2d<T> {
     /// `∂L/∂b`, accumulated by `backward`.
     pub grad_bias: Option<Array1<T>>,
     /// `X̃ = im2col(X)` of the last forward pass, `[output pixels, k·k·C_in]` (unused by a
-    /// 1×1 convolution, whose `X̃` is `X`); `backward` reads it for `∂L/∂W` and then
-    /// overwrites it with `∂L/∂X̃`.
+    /// 1×1 convolution, whose `X̃` is `X`, and by tap-by-tap products); `backward` reads it
+    /// for `∂L/∂W` and then overwrites it with `∂L/∂X̃`.
     cols: Array2<T>,
+    /// `Wᵀ: [k·k·C_in, C_out]`, copied by each tap-by-tap forward pass: the product kernel
+    /// wants its right operand stored row by row.
+    weight_t: Array2<T>,
+}
+
+/// The rows of one product of the tap-by-tap path: output rows `out` take input rows `input`
+/// (the same number of rows).
+struct Band {
+    out: std::ops::Range<usize>,
+    input: std::ops::Range<usize>,
 }
 
 impl<T: Float> Conv2d<T> {
@@ -144,6 +198,7 @@ impl<T: Float> Conv2d<T> {
             weight,
             bias,
             cols: Array2::zeros((0, 0)),
+            weight_t: Array2::zeros((0, 0)),
         }
     }
 
@@ -157,6 +212,12 @@ impl<T: Float> Conv2d<T> {
             }
     }
 
+    /// Whether an input of shape `shape` goes tap by tap (see [`TAP_PRODUCT_PIXELS`]).
+    fn tap_by_tap(&self, shape: MapShape) -> bool {
+        let out = self.window.output_shape(shape, self.out_channels);
+        self.window.stride == 1 && out.height * out.width <= TAP_PRODUCT_PIXELS
+    }
+
     /// The output shape for an input of shape `input`.
     pub fn output_shape(&self, input: MapShape) -> MapShape {
         assert_eq!(
@@ -165,6 +226,35 @@ impl<T: Float> Conv2d<T> {
             self.in_channels, input.channels
         );
         self.window.output_shape(input, self.out_channels)
+    }
+
+    /// The row bands of tap `(ky, kx)` (stride 1): for each output row `oy` whose input row
+    /// `oy + ky − p` exists, the output pixels `(oy, ox)` whose input pixel `ox + kx − p`
+    /// exists, with the rows of those input pixels. Consecutive bands that are also
+    /// consecutive in both matrices (full-width rows) are merged into one.
+    fn bands(&self, shape: MapShape, out: MapShape, ky: usize, kx: usize) -> Vec<Band> {
+        let (oy0, oy1, iy0) = self.window.valid_taps_of(ky, shape.height, out.height);
+        let (ox0, ox1, ix0) = self.window.valid_taps_of(kx, shape.width, out.width);
+        let n = shape.images;
+        let mut bands: Vec<Band> = Vec::new();
+        if ox0 == ox1 {
+            return bands;
+        }
+        for oy in oy0..oy1 {
+            let iy = iy0 + (oy - oy0);
+            let band = Band {
+                out: out.row(oy, ox0, 0)..out.row(oy, ox1 - 1, 0) + n,
+                input: shape.row(iy, ix0, 0)..shape.row(iy, ix0 + (ox1 - ox0) - 1, 0) + n,
+            };
+            match bands.last_mut() {
+                Some(last) if last.out.end == band.out.start && last.input.end == band.input.start => {
+                    last.out.end = band.out.end;
+                    last.input.end = band.input.end;
+                }
+                _ => bands.push(band),
+            }
+        }
+        bands
     }
 
     /// `Y = X̃·Wᵀ + b` (or `Y += X̃·Wᵀ + b` when `accumulate`, which is how a residual block
@@ -186,6 +276,25 @@ impl<T: Float> Conv2d<T> {
         );
         if self.pointwise() {
             matmul(x, self.weight.t(), &mut y, accumulate);
+        } else if self.tap_by_tap(shape) {
+            if self.weight_t.dim() != (self.weight.ncols(), self.weight.nrows()) {
+                self.weight_t = Array2::zeros((self.weight.ncols(), self.weight.nrows()));
+            }
+            transpose_into(self.weight.view(), self.weight_t.view_mut());
+            if !accumulate {
+                y.fill(T::zero());
+            }
+            let (k, c) = (self.window.kernel, self.in_channels);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let t = ky * k + kx;
+                    let w_t = self.weight_t.slice(s![t * c..(t + 1) * c, ..]);
+                    for band in self.bands(shape, out, ky, kx) {
+                        let mut y_band = y.slice_mut(s![band.out, ..]);
+                        matmul(x.slice(s![band.input, ..]), w_t, &mut y_band, true);
+                    }
+                }
+            }
         } else {
             let cols_dim = (out.pixels(), self.weight.ncols());
             if self.cols.dim() != cols_dim {
@@ -195,9 +304,7 @@ impl<T: Float> Conv2d<T> {
             matmul(self.cols.view(), self.weight.t(), &mut y, accumulate);
         }
         if let Some(b) = &self.bias {
-            for mut row in y.rows_mut() {
-                row += b;
-            }
+            y += b;
         }
     }
 
@@ -209,6 +316,9 @@ impl<T: Float> Conv2d<T> {
     /// - `∂L/∂X̃ = dY·W`; and since `X̃_pq` is a copy of one input value `X_{π(p,q)}` (or a
     ///   padding zero), `∂L/∂X_r = Σ_{(p,q): π(p,q) = r} ∂L/∂X̃_pq`: col2im sums, for each
     ///   input value, the entries of every window position that copied it.
+    ///
+    /// Tap by tap the same sums split by tap: `∂L/∂W_t = Σ_bands dY[out]ᵀ·X[input]` and
+    /// `∂L/∂X[input] += dY[out]·W_t`.
     pub fn backward(
         &mut self,
         x: ArrayView2<'_, T>,
@@ -224,6 +334,15 @@ impl<T: Float> Conv2d<T> {
             dy.dim(),
             out.dim()
         );
+        if let Some(dx) = &dx {
+            assert_eq!(
+                dx.dim(),
+                shape.dim(),
+                "Conv2d backward: dx is {:?}, expected {:?}",
+                dx.dim(),
+                shape.dim()
+            );
+        }
         if let Some(gb) = &mut self.grad_bias {
             for row in dy.rows() {
                 *gb += &row;
@@ -236,6 +355,33 @@ impl<T: Float> Conv2d<T> {
             }
             return;
         }
+        if self.tap_by_tap(shape) {
+            let mut dx = dx;
+            if let Some(dx) = &mut dx {
+                dx.fill(T::zero());
+            }
+            let (k, c) = (self.window.kernel, self.in_channels);
+            for ky in 0..k {
+                for kx in 0..k {
+                    let t = ky * k + kx;
+                    for band in self.bands(shape, out, ky, kx) {
+                        let dy_band = dy.slice(s![band.out, ..]);
+                        let mut grad_t = self.grad_weight.slice_mut(s![.., t * c..(t + 1) * c]);
+                        matmul(dy_band.t(), x.slice(s![band.input.clone(), ..]), &mut grad_t, true);
+                        if let Some(dx) = &mut dx {
+                            let mut dx_band = dx.slice_mut(s![band.input, ..]);
+                            matmul(
+                                dy_band,
+                                self.weight.slice(s![.., t * c..(t + 1) * c]),
+                                &mut dx_band,
+                                true,
+                            );
+                        }
+                    }
+                }
+            }
+            return;
+        }
         assert_eq!(
             self.cols.nrows(),
             out.pixels(),
@@ -243,13 +389,6 @@ impl<T: Float> Conv2d<T> {
         );
         matmul(dy.t(), self.cols.view(), &mut self.grad_weight.view_mut(), true);
         if let Some(dx) = dx {
-            assert_eq!(
-                dx.dim(),
-                shape.dim(),
-                "Conv2d backward: dx is {:?}, expected {:?}",
-                dx.dim(),
-                shape.dim()
-            );
             // X̃ is no longer needed: its buffer takes ∂L/∂X̃.
             matmul(dy, self.weight.view(), &mut self.cols.view_mut(), false);
             col2im(self.cols.view(), out, self.window, shape, dx);
@@ -257,45 +396,62 @@ impl<T: Float> Conv2d<T> {
     }
 }
 
-/// `cols[p, (ky, kx, c)] = X[image, y·s − pad + ky, x·s − pad + kx, c]`, or 0 outside the
-/// image. One image per task; under each kernel row the in-bounds pixels are contiguous
-/// in `x`, so each kernel row is one copy and (at the border) one fill.
+/// `dst = srcᵀ`, in 32×32 tiles so that both sides are read and written a cache line at a
+/// time, one band of destination rows per rayon task.
+fn transpose_into<T: Float>(src: ArrayView2<'_, T>, mut dst: ArrayViewMut2<'_, T>) {
+    const TILE: usize = 32;
+    let (rows, cols) = src.dim();
+    assert_eq!(dst.dim(), (cols, rows), "transpose: shapes differ");
+    let src = src.as_standard_layout();
+    let src = src.as_slice().expect("standard layout");
+    let dst = dst.as_slice_mut().expect("the destination is contiguous");
+    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, dst)| {
+        let c0 = band * TILE;
+        let c1 = (c0 + TILE).min(cols);
+        for r0 in (0..rows).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..c1 {
+                    dst[(c - c0) * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    });
+}
+
+/// `cols[p, (ky, kx, c)] = X[y·s − pad + ky, x·s − pad + kx, image, c]`, or 0 outside the
+/// image. One output pixel position (all images) per task.
 fn im2col<T: Float>(x: ArrayView2<'_, T>, shape: MapShape, window: Window, out: MapShape, cols: &mut Array2<T>) {
     let x = x.as_standard_layout();
     let x = x.as_slice().expect("standard layout");
-    let c = shape.channels;
-    let k = window.kernel;
+    let (c, k, n) = (shape.channels, window.kernel, shape.images);
     let row_len = k * k * c;
     let cols = cols.as_slice_mut().expect("cols are contiguous");
-    cols.par_chunks_mut(out.height * out.width * row_len)
-        .zip(x.par_chunks(shape.image_len()))
-        .for_each(|(cols, image)| {
-            for oy in 0..out.height {
-                let (ky0, ky1, iy0) = window.valid_taps(oy, shape.height);
-                for ox in 0..out.width {
-                    let (kx0, kx1, ix0) = window.valid_taps(ox, shape.width);
-                    let row = &mut cols[(oy * out.width + ox) * row_len..][..row_len];
-                    for ky in 0..k {
-                        let kernel_row = &mut row[ky * k * c..][..k * c];
-                        if ky < ky0 || ky >= ky1 || kx0 == kx1 {
-                            kernel_row.fill(T::zero());
-                            continue;
-                        }
-                        let iy = iy0 + (ky - ky0);
-                        kernel_row[..kx0 * c].fill(T::zero());
-                        kernel_row[kx1 * c..].fill(T::zero());
-                        let src = (iy * shape.width + ix0) * c;
-                        kernel_row[kx0 * c..kx1 * c].copy_from_slice(&image[src..src + (kx1 - kx0) * c]);
+    cols.par_chunks_mut(n * row_len).enumerate().for_each(|(o, cols)| {
+        let (oy, ox) = (o / out.width, o % out.width);
+        let (ky0, ky1, iy0) = window.valid_taps(oy, shape.height);
+        let (kx0, kx1, ix0) = window.valid_taps(ox, shape.width);
+        for ky in 0..k {
+            for kx in 0..k {
+                let t = ky * k + kx;
+                if ky < ky0 || ky >= ky1 || kx < kx0 || kx >= kx1 {
+                    for image in 0..n {
+                        cols[image * row_len + t * c..][..c].fill(T::zero());
                     }
+                    continue;
+                }
+                let src = shape.row(iy0 + (ky - ky0), ix0 + (kx - kx0), 0) * c;
+                for image in 0..n {
+                    cols[image * row_len + t * c..][..c].copy_from_slice(&x[src + image * c..][..c]);
                 }
             }
-        });
+        }
+    });
 }
 
 /// The adjoint of [`im2col`]: `dx[r] = Σ` of the `dcols` entries that copied input value
 /// `r`. Written as a gather (each input pixel sums the window positions that cover it), so
-/// that images — and the pixels within one — never write to the same place: the sum is
-/// deterministic and needs no zeroing pass.
+/// that tasks never write to the same place: the sum is deterministic and needs no zeroing
+/// pass.
 fn col2im<T: Float>(
     dcols: ArrayView2<'_, T>,
     out: MapShape,
@@ -305,35 +461,30 @@ fn col2im<T: Float>(
 ) {
     let dcols = dcols.as_slice().expect("cols are contiguous");
     let dx = dx.as_slice_mut().expect("dx is contiguous");
-    let c = shape.channels;
-    let k = window.kernel;
+    let (c, k, n) = (shape.channels, window.kernel, shape.images);
     let row_len = k * k * c;
-    // The output coordinates whose window covers input coordinate `i` at kernel offset `t`.
-    let source = |i: usize, t: usize, out_side: usize| -> Option<usize> {
-        let o = i as isize + window.padding as isize - t as isize;
-        (o >= 0 && o % window.stride as isize == 0 && ((o as usize) / window.stride) < out_side)
-            .then(|| o as usize / window.stride)
-    };
-    dx.par_chunks_mut(shape.image_len())
-        .zip(dcols.par_chunks(out.height * out.width * row_len))
-        .for_each(|(image, dcols)| {
-            for iy in 0..shape.height {
-                for ix in 0..shape.width {
-                    let dst = &mut image[(iy * shape.width + ix) * c..][..c];
-                    dst.fill(T::zero());
-                    for ky in 0..k {
-                        let Some(oy) = source(iy, ky, out.height) else { continue };
-                        for kx in 0..k {
-                            let Some(ox) = source(ix, kx, out.width) else { continue };
-                            let src = &dcols[(oy * out.width + ox) * row_len + (ky * k + kx) * c..][..c];
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        }
+    dx.par_chunks_mut(n * c).enumerate().for_each(|(i, dx)| {
+        let (iy, ix) = (i / shape.width, i % shape.width);
+        dx.fill(T::zero());
+        for ky in 0..k {
+            let Some(oy) = window.source(iy, ky, out.height) else {
+                continue;
+            };
+            for kx in 0..k {
+                let Some(ox) = window.source(ix, kx, out.width) else {
+                    continue;
+                };
+                let t = ky * k + kx;
+                let first = out.row(oy, ox, 0) * row_len + t * c;
+                for image in 0..n {
+                    let src = &dcols[first + image * row_len..][..c];
+                    for (d, &s) in dx[image * c..][..c].iter_mut().zip(src) {
+                        *d += s;
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 impl<T: Float> Parameters<T> for Conv2d<T> {
@@ -380,13 +531,13 @@ mod tests {
                                 if iy < 0 || ix < 0 || iy >= shape.height as isize || ix >= shape.width as isize {
                                     continue;
                                 }
-                                let row = (i * shape.height + iy as usize) * shape.width + ix as usize;
+                                let row = shape.row(iy as usize, ix as usize, i);
                                 for c in 0..shape.channels {
                                     sum += x[[row, c]] * conv.weight[[j, (ky * k + kx) * shape.channels + c]];
                                 }
                             }
                         }
-                        y[[(i * out.height + oy) * out.width + ox, j]] = sum;
+                        y[[out.row(oy, ox, i), j]] = sum;
                     }
                 }
             }
@@ -413,6 +564,10 @@ mod tests {
             (window(3, 2, 1), shape(2, 5, 6, 2), 3, true),
             (window(2, 2, 0), shape(1, 4, 4, 3), 2, false),
             (window(3, 1, 0), shape(1, 5, 5, 2), 2, true),
+            // Tap by tap (at most 16 output pixels), with full-width and partial rows.
+            (window(3, 1, 1), shape(3, 4, 4, 2), 3, false),
+            (window(3, 1, 1), shape(2, 3, 5, 3), 2, true),
+            (window(5, 1, 2), shape(2, 4, 3, 2), 3, true),
         ]
     }
 

@@ -1,4 +1,4 @@
-//! Max-pooling over square windows of channels-last feature maps (MaxPool2d), padding
+//! Max-pooling over square windows of pixel-major feature maps (MaxPool2d), padding
 //! ignored as PyTorch does (a padded position never wins).
 
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -29,8 +29,9 @@ impl MaxPool2d {
         self.window.output_shape(input, input.channels)
     }
 
-    /// `Y[i, oy, ox, c] = max` of `X[i, y, x, c]` over the in-bounds window positions; the
-    /// first position holding the maximum wins (PyTorch's rule for ties).
+    /// `Y[oy, ox, i, c] = max` of `X[y, x, i, c]` over the in-bounds window positions; the
+    /// first position holding the maximum wins (PyTorch's rule for ties). One output pixel
+    /// position (all images, all channels: contiguous rows) per task.
     pub fn forward<T: Float>(&mut self, x: ArrayView2<'_, T>, shape: MapShape, mut y: ArrayViewMut2<'_, T>) {
         let out = self.output_shape(shape);
         assert_eq!(
@@ -51,32 +52,27 @@ impl MaxPool2d {
         let x = x.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let y = y.as_slice_mut().expect("the output is contiguous");
-        let c = shape.channels;
+        let len = shape.pixel_len();
         let window = self.window;
-        y.par_chunks_mut(out.image_len())
-            .zip(self.argmax.par_chunks_mut(out.image_len()))
-            .zip(x.par_chunks(shape.image_len()))
-            .for_each(|((y, argmax), image)| {
-                for oy in 0..out.height {
-                    let (ky0, ky1, iy0) = window.valid_taps(oy, shape.height);
-                    for ox in 0..out.width {
-                        let (kx0, kx1, ix0) = window.valid_taps(ox, shape.width);
-                        assert!(ky0 < ky1 && kx0 < kx1, "a pooling window lies wholly in the padding");
-                        let o = (oy * out.width + ox) * c;
-                        let (best, arg) = (&mut y[o..o + c], &mut argmax[o..o + c]);
-                        let first = iy0 * shape.width + ix0;
-                        best.copy_from_slice(&image[first * c..][..c]);
-                        arg.fill(first as u32);
-                        for iy in iy0..iy0 + (ky1 - ky0) {
-                            for ix in ix0..ix0 + (kx1 - kx0) {
-                                let pixel = iy * shape.width + ix;
-                                let src = &image[pixel * c..][..c];
-                                for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(src) {
-                                    if v > *b {
-                                        *b = v;
-                                        *a = pixel as u32;
-                                    }
-                                }
+        y.par_chunks_mut(len)
+            .zip(self.argmax.par_chunks_mut(len))
+            .enumerate()
+            .for_each(|(o, (best, arg))| {
+                let (oy, ox) = (o / out.width, o % out.width);
+                let (ky0, ky1, iy0) = window.valid_taps(oy, shape.height);
+                let (kx0, kx1, ix0) = window.valid_taps(ox, shape.width);
+                assert!(ky0 < ky1 && kx0 < kx1, "a pooling window lies wholly in the padding");
+                let first = iy0 * shape.width + ix0;
+                best.copy_from_slice(&x[first * len..][..len]);
+                arg.fill(first as u32);
+                for iy in iy0..iy0 + (ky1 - ky0) {
+                    for ix in ix0..ix0 + (kx1 - kx0) {
+                        let pixel = iy * shape.width + ix;
+                        let src = &x[pixel * len..][..len];
+                        for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(src) {
+                            if v > *b {
+                                *b = v;
+                                *a = pixel as u32;
                             }
                         }
                     }
@@ -86,6 +82,8 @@ impl MaxPool2d {
 
     /// Backward pass of the last forward pass: `∂Y_o/∂X_r = 1` when `r` won window `o`, else
     /// 0, so `∂L/∂X_r = Σ_{o won by r} dY_o` (windows overlap: one input may win several).
+    /// Written as a gather — each input pixel position looks at the windows that cover it —
+    /// so that tasks write disjoint rows.
     pub fn backward<T: Float>(&self, dy: ArrayView2<'_, T>, shape: MapShape, mut dx: ArrayViewMut2<'_, T>) {
         let out = self.output_shape(shape);
         assert_eq!(
@@ -110,16 +108,28 @@ impl MaxPool2d {
         let dy = dy.as_standard_layout();
         let dy = dy.as_slice().expect("standard layout");
         let dx = dx.as_slice_mut().expect("dx is contiguous");
-        let c = shape.channels;
-        dx.par_chunks_mut(shape.image_len())
-            .zip(dy.par_chunks(out.image_len()))
-            .zip(self.argmax.par_chunks(out.image_len()))
-            .for_each(|((dx, dy), argmax)| {
-                dx.fill(T::zero());
-                for (o, (&g, &pixel)) in dy.iter().zip(argmax).enumerate() {
-                    dx[pixel as usize * c + o % c] += g;
+        let len = shape.pixel_len();
+        let (k, window) = (self.window.kernel, self.window);
+        dx.par_chunks_mut(len).enumerate().for_each(|(pixel, dx)| {
+            let (iy, ix) = (pixel / shape.width, pixel % shape.width);
+            dx.fill(T::zero());
+            for ky in 0..k {
+                let Some(oy) = window.source(iy, ky, out.height) else {
+                    continue;
+                };
+                for kx in 0..k {
+                    let Some(ox) = window.source(ix, kx, out.width) else {
+                        continue;
+                    };
+                    let o = (oy * out.width + ox) * len;
+                    for ((d, &g), &winner) in dx.iter_mut().zip(&dy[o..o + len]).zip(&self.argmax[o..o + len]) {
+                        if winner as usize == pixel {
+                            *d += g;
+                        }
+                    }
                 }
-            });
+            }
+        });
     }
 }
 
@@ -139,8 +149,8 @@ mod tests {
 
     #[test]
     fn forward_takes_the_window_maximum() {
-        // One image, 4×4, one channel, values 0..16 row by row: each window's maximum is its
-        // bottom-right in-bounds value.
+        // One image, 4×4, one channel, values 0..16 row by row (with one image, rows are
+        // pixels): each window's maximum is its bottom-right in-bounds value.
         let shape = MapShape {
             images: 1,
             height: 4,

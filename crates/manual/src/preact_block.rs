@@ -1,7 +1,7 @@
 //! The write-up's pre-activation residual block, `Y = X + conv3×3(ReLU(BatchNorm(X)))`,
-//! on channels-last feature maps (where BatchNorm2d is the 1-D BatchNorm over pixel rows).
+//! on pixel-major feature maps (where BatchNorm2d is the 1-D BatchNorm over the rows).
 
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 
 use crate::conv2d::{MapShape, Window};
@@ -19,20 +19,6 @@ pub struct PreActBlock<T> {
     /// `∂L/∂A`: BatchNorm's backward pass reads it while writing `∂L/∂X`, so it cannot share
     /// a buffer with either `A` (still needed for the ReLU mask) or `∂L/∂X`.
     d_act: Array2<T>,
-}
-
-/// `max(0, a)` in place.
-pub fn relu_in_place<T: Float>(a: &mut Array2<T>) {
-    a.mapv_inplace(|v| v.max(T::zero()));
-}
-
-/// ReLU's backward in place: `d ← d·[a > 0]` for the ReLU's output `a`.
-pub fn relu_backward_in_place<T: Float>(a: ArrayView2<'_, T>, d: ArrayViewMut2<'_, T>) {
-    Zip::from(d).and(a).for_each(|d, &a| {
-        if a <= T::zero() {
-            *d = T::zero();
-        }
-    });
 }
 
 impl<T: Float> PreActBlock<T> {
@@ -58,8 +44,7 @@ impl<T: Float> PreActBlock<T> {
             self.act = Array2::zeros(shape.dim());
             self.d_act = Array2::zeros(shape.dim());
         }
-        self.norm.forward(x, self.act.view_mut(), training);
-        relu_in_place(&mut self.act);
+        self.norm.forward_relu(x, self.act.view_mut(), training);
         // The residual goes into y first; the convolution accumulates on top of it.
         y.assign(&x);
         self.conv.forward(self.act.view(), shape, y, true);
@@ -69,19 +54,13 @@ impl<T: Float> PreActBlock<T> {
     ///
     /// `Y = X + F(X)`, so `∂L/∂X = dY + (∂F/∂X)ᵀ·dY`: the identity path passes `dY` through
     /// unchanged, and the branch is the chain of its three layers' backward passes (the
-    /// convolution's into `∂L/∂A`, ReLU's `·[A > 0]`, BatchNorm's into `∂L/∂X`).
-    pub fn backward(
-        &mut self,
-        x: ArrayView2<'_, T>,
-        shape: MapShape,
-        dy: ArrayView2<'_, T>,
-        mut dx: ArrayViewMut2<'_, T>,
-    ) {
+    /// convolution's into `∂L/∂A`, ReLU's `·[A > 0]`, BatchNorm's into `∂L/∂X`); the last two
+    /// and the sum run as one pass.
+    pub fn backward(&mut self, x: ArrayView2<'_, T>, shape: MapShape, dy: ArrayView2<'_, T>, dx: ArrayViewMut2<'_, T>) {
         self.conv
             .backward(self.act.view(), shape, dy, Some(self.d_act.view_mut()));
-        relu_backward_in_place(self.act.view(), self.d_act.view_mut());
-        self.norm.backward(x, self.d_act.view(), dx.view_mut());
-        dx += &dy;
+        self.norm
+            .backward_relu_residual(x, self.d_act.view(), self.act.view(), dx, dy);
     }
 }
 
