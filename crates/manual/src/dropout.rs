@@ -31,14 +31,14 @@ impl<T: Float> Dropout<T> {
     /// `y = x ⊙ m` with a fresh mask `m_ij = 1/p` with probability `p`, else 0 (training);
     /// `y = x` when `rng` is `None` (evaluation).
     pub fn forward(&mut self, x: ArrayView2<'_, T>, mut y: ArrayViewMut2<'_, T>, rng: Option<&mut impl Rng>) {
-        let Some(rng) = rng.filter(|_| self.keep_prob < 1.0) else {
-            y.assign(&x);
-            self.mask = Array2::from_elem(x.raw_dim(), T::one());
-            return;
-        };
         if self.mask.dim() != x.dim() {
             self.mask = Array2::zeros(x.raw_dim());
         }
+        let Some(rng) = rng.filter(|_| self.keep_prob < 1.0) else {
+            y.assign(&x);
+            self.mask.fill(T::one());
+            return;
+        };
         let (p, scale) = (self.keep_prob, T::of(1.0 / self.keep_prob));
         self.mask
             .iter_mut()
