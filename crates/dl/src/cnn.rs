@@ -135,6 +135,11 @@ pub fn run(args: &CnnArgs) -> Result<()> {
     args.model.validate()?;
     let schedule = Schedule::new(args.steps.unwrap_or(5000), args.eval_every);
     schedule.validate()?;
+    // The device first: a build or machine without it is the first thing to report.
+    let device = match args.model.engine {
+        Engine::Burn => Some(args.model.device.device()?.autodiff()),
+        Engine::Manual => None,
+    };
     let data = load_cifar10(&args.data)?;
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
     let mut trainer: Box<dyn Trainer> = match args.model.engine {
@@ -147,7 +152,8 @@ pub fn run(args: &CnnArgs) -> Result<()> {
             eval_batch: args.model.batch_size,
         }),
         Engine::Burn => Box::new(BurnCifarTrainer::new(
-            args.model.trainer(args.model.device.device()?.autodiff(), args.seed),
+            args.model
+                .trainer(device.expect("resolved for the burn engine"), args.seed),
             batches,
             args.model.lr,
             EVAL_BATCH,

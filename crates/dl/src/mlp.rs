@@ -284,6 +284,11 @@ pub fn run(args: &MlpArgs) -> Result<()> {
     args.model.validate()?;
     let schedule = Schedule::new(args.steps(), args.eval_every);
     schedule.validate()?;
+    // The device first: a build or machine without it is the first thing to report.
+    let device = match args.model.engine {
+        Engine::Burn => Some(args.model.device.device()?.autodiff()),
+        Engine::Manual => None,
+    };
     let data = load_cifar10(&args.data)?;
     // The data order has its own seed, derived from --seed, so that it does not depend on how
     // many random numbers the initialisation drew.
@@ -295,17 +300,15 @@ pub fn run(args: &MlpArgs) -> Result<()> {
             batches,
             eval_batch: EVAL_BATCH,
         }),
-        Engine::Burn => {
-            let device = args.model.device.device()?.autodiff();
-            Box::new(BurnCifarTrainer::new(
-                args.model.burn_trainer(device, args.seed),
-                batches,
-                args.model.lr,
-                EVAL_BATCH,
-                "mlp",
-                |n| [n, IMAGE_BYTES],
-            ))
-        }
+        Engine::Burn => Box::new(BurnCifarTrainer::new(
+            args.model
+                .burn_trainer(device.expect("resolved for the burn engine"), args.seed),
+            batches,
+            args.model.lr,
+            EVAL_BATCH,
+            "mlp",
+            |n| [n, IMAGE_BYTES],
+        )),
     };
     let steps = schedule.steps;
     let experiment = Experiment {

@@ -132,10 +132,12 @@ fn a_missing_gpu_or_bad_flags_are_clear_errors() {
         &dl(&["cnn", "--batch-size", "1", "--data", d]),
         "--batch-size must be at least 2",
     );
-    assert_clean_failure(
-        &dl(&["mlp", "--norm", "batch", "--device", "wgpu", "--data", d]),
-        "the manual engine runs on the CPU",
-    );
+    for experiment in ["mlp", "cnn"] {
+        assert_clean_failure(
+            &dl(&[experiment, "--engine", "manual", "--device", "wgpu", "--data", d]),
+            "the manual engine runs on the CPU",
+        );
+    }
     let run = tmp.path().join("mlp");
     assert!(
         dl(&[
