@@ -188,10 +188,10 @@ mod tests {
     /// outputs on `x` lies within 1e-4 of ReLU's kink at 0 (f32 rounding moves them by ~1e-6).
     ///
     /// Two implementations that round differently can put a pre-activation this close to 0
-    /// on different sides of the kink: in a 20-layer network at batch 4 (~700,000
-    /// pre-activations) that happens about once, and the one flipped derivative moves that
-    /// BatchNorm's gradients by 1e-2 (seen while writing this test). Away from the kinks the
-    /// network is smooth and the two implementations must agree to rounding.
+    /// on different sides of the kink: in this network at batch 4 (~700,000 pre-activations)
+    /// that happened once while writing this test, and the one flipped derivative moved that
+    /// BatchNorm's gradients by 1e-2. Away from the kinks the network is smooth and the two
+    /// implementations must agree to rounding.
     fn clear_relu_kinks(model: &mut Cnn, x: Tensor<4>, device: &Device) {
         fn clear(norm: &mut BatchNorm, x: Tensor<4>, device: &Device) -> Tensor<4> {
             for _ in 0..50 {
@@ -233,6 +233,70 @@ mod tests {
         clear(&mut model.norm, model.last_pool.forward(x), device);
     }
 
+    /// Sets every trainable parameter of `model` to `source`'s (its parameter order, its
+    /// `[C_out, (ky, kx, c)]` convolution layout).
+    fn load_weights(model: &mut Cnn, source: &mut manual::Cnn<f32>, device: &Device) {
+        let mut values = source.parameters().into_iter().map(|p| p.value.to_vec());
+        let mut next = || values.next().expect("as many parameters as burn's network");
+        let conv = |c: &mut Conv2d, next: &mut dyn FnMut() -> Vec<f32>| {
+            let dims = c.weight.val().dims();
+            let weight = channels_first(&next(), dims);
+            c.weight = Param::from_tensor(Tensor::<4>::from_data(
+                burn::tensor::TensorData::new(weight, dims),
+                device,
+            ));
+            if c.bias.is_some() {
+                let bias = next();
+                let n = bias.len();
+                c.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+                    burn::tensor::TensorData::new(bias, [n]),
+                    device,
+                )));
+            }
+        };
+        let vector = |v: Vec<f32>| {
+            let n = v.len();
+            Param::from_tensor(Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [n]), device))
+        };
+        let block = |b: &mut PreActBlock, next: &mut dyn FnMut() -> Vec<f32>| {
+            b.norm.gamma = vector(next());
+            b.norm.beta = vector(next());
+            conv(&mut b.conv, next);
+        };
+        conv(&mut model.stem, &mut next);
+        block(&mut model.first, &mut next);
+        for stage in &mut model.stages {
+            if let Some(widen) = &mut stage.widen {
+                conv(widen, &mut next);
+            }
+            for b in &mut stage.blocks {
+                block(b, &mut next);
+            }
+        }
+        model.norm.gamma = vector(next());
+        model.norm.beta = vector(next());
+        let [inputs, classes] = model.head.weight.val().dims();
+        model.head.weight = Param::from_tensor(Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(next(), [inputs, classes]),
+            device,
+        ));
+        model.head.bias = Some(vector(next()));
+    }
+
+    /// The manual engine's `[C_out, (ky, kx, c)]` as burn's `[C_out, C_in, k, k]`.
+    fn channels_first(weight: &[f32], dims: [usize; 4]) -> Vec<f32> {
+        let [c_out, c_in, k, _] = dims;
+        let mut out = vec![0.0; weight.len()];
+        for o in 0..c_out {
+            for c in 0..c_in {
+                for t in 0..k * k {
+                    out[(o * c_in + c) * k * k + t] = weight[(o * k * k + t) * c_in + c];
+                }
+            }
+        }
+        out
+    }
+
     /// burn's `[C_out, C_in, k, k]` as the manual engine's `[C_out, (ky, kx, c)]`.
     fn channels_last(weight: &[f32], dims: [usize; 4]) -> Vec<f32> {
         let [c_out, c_in, k, _] = dims;
@@ -252,15 +316,23 @@ mod tests {
     #[test]
     fn the_manual_engine_twin_gives_the_same_loss_and_gradients() {
         let device = Device::flex().autodiff();
-        device.seed(7);
         let mut model = Cnn::new(10, &device);
-        let batch = 4;
+        // burn's random numbers come from one generator per process, which tests running in
+        // parallel draw from in any order: the weights come from the manual engine's seeded
+        // initialisation instead, so that this test sees the same network on every run.
+        let seed = || <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        load_weights(
+            &mut model,
+            &mut manual::Cnn::<f32>::new(manual::CnnConfig::cifar10(), &mut seed()),
+            &device,
+        );
+        let batch = 16;
         let x: Vec<f32> = (0..batch * 3 * 32 * 32)
             .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0)
             .collect();
         let xt = crate::train::float_tensor(x.clone(), [batch, 3, 32, 32], &device);
         clear_relu_kinks(&mut model, xt.clone(), &device);
-        let targets = [3usize, 0, 9, 3];
+        let targets: Vec<usize> = (0..batch).map(|i| (i * 7 + 3) % 10).collect();
         let loss = CrossEntropyLossConfig::new()
             .init(&device)
             .forward(model.forward(xt), crate::train::targets_tensor(&targets, &device));
@@ -305,10 +377,9 @@ mod tests {
         let bias = model.head.bias.as_ref().unwrap();
         burn_params.push((values(bias.val()), values(bias.grad(&grads).unwrap())));
 
-        // The twin computes in f32 (the engine's precision) and in f64; both must match.
+        // The twin computes in f32 (the engine's precision) and in f64; both give burn's loss.
         let xa = ndarray::Array2::from_shape_vec((batch, 3 * 32 * 32), x).unwrap();
         let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        let seed = || <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
         let mut twin32 = manual::Cnn::<f32>::new(manual::CnnConfig::cifar10(), &mut seed());
         let mut twin64 = manual::Cnn::<f64>::new(manual::CnnConfig::cifar10(), &mut seed());
         assert_eq!(twin64.parameters().len(), burn_params.len());
@@ -330,22 +401,36 @@ mod tests {
                 "{name} loss {loss} vs burn's {burn_loss}"
             );
         }
-        for (p, (_, g)) in twin64.parameters().iter().zip(&burn_params) {
-            // The convolution biases' gradients are zero up to rounding on both sides (see
+        // Gradients: the f64 twin against burn for every parameter (measured: 4e-6 to 9e-6);
+        // the f32 twin for the head, which lies above every ReLU and pooling. Below them the
+        // two f32 implementations can disagree at order 1e-2 without either being wrong:
+        // max-pooling, like ReLU, has kinks — two window values within rounding distance of
+        // each other — and at batch 16 about one of them (measured: pooling layer 11) is
+        // resolved differently by two roundings, routing one gradient entry elsewhere.
+        let twin32_grads: Vec<Vec<f64>> = twin32.parameters().iter().map(|p| widen(p.grad)).collect();
+        for ((p, g32), (_, g)) in twin64.parameters().iter().zip(&twin32_grads).zip(&burn_params) {
+            // The convolution biases' gradients are zero up to rounding on every side (see
             // the manual engine's whole-network check): compare their size, not direction.
             if p.name.ends_with("bias") && !p.name.starts_with("head") {
                 let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-                assert!(
-                    norm(p.grad) < 1e-12 && norm(&widen(g)) < 1e-4,
-                    "{}: {:e} {:e}",
-                    p.name,
-                    norm(p.grad),
-                    norm(&widen(g))
-                );
+                assert!(norm(p.grad) < 1e-12, "{}: {:e}", p.name, norm(p.grad));
+                assert!(norm(g32) < 1e-4 && norm(&widen(g)) < 1e-4, "{}", p.name);
                 continue;
             }
             let err = relative_error(p.grad, &widen(g));
-            assert!(err < 1e-4, "{}: relative error {err:e} against burn", p.name);
+            assert!(
+                err < 1e-4,
+                "{}: the f64 twin's relative error {err:e} against burn",
+                p.name
+            );
+            if p.name.starts_with("head") || p.name.starts_with("norm") {
+                let err = relative_error(g32, &widen(g));
+                assert!(
+                    err < 1e-4,
+                    "{}: the f32 twin's relative error {err:e} against burn",
+                    p.name
+                );
+            }
         }
     }
 
