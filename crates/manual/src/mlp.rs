@@ -405,30 +405,50 @@ mod tests {
         }
     }
 
+    /// The fused SGD step (weight updates inside the backward pass) takes the same steps as
+    /// forward–backward followed by `Sgd::step`, without a norm and with BatchNorm (whose
+    /// running statistics it moves like a training forward pass).
     #[test]
     fn fused_sgd_step_equals_forward_backward_then_sgd() {
         let mut rng = StdRng::seed_from_u64(13);
-        let config = MlpConfig {
-            inputs: 8,
-            hidden: vec![6, 5],
-            classes: 4,
-            activation: Activation::Elu,
-            init: MlpInit::Normal(0.5),
-            norm: MlpNorm::None,
-        };
-        let mut a = Mlp::<f64>::new(config, &mut rng);
-        let mut b = a.clone();
-        let x = random_array(&mut rng, (9, 8));
-        let targets = [0, 1, 2, 3, 0, 1, 2, 3, 0];
-        for _ in 0..3 {
-            let la = a.forward_backward(x.view(), &targets);
-            crate::Sgd { lr: 0.05 }.step(&mut a);
-            let lb = b.sgd_step(x.view(), &targets, 0.05);
-            assert!((la - lb).abs() < 1e-12);
+        for (activation, init, norm) in [
+            (Activation::Elu, MlpInit::Normal(0.5), MlpNorm::None),
+            (Activation::Relu, MlpInit::PyTorch, MlpNorm::Batch),
+        ] {
+            let config = MlpConfig {
+                inputs: 8,
+                hidden: vec![6, 5],
+                classes: 4,
+                activation,
+                init,
+                norm,
+            };
+            let mut a = Mlp::<f64>::new(config, &mut rng);
+            let mut b = a.clone();
+            let x = random_array(&mut rng, (9, 8));
+            let targets = [0, 1, 2, 3, 0, 1, 2, 3, 0];
+            for _ in 0..3 {
+                let la = a.forward_backward(x.view(), &targets);
+                crate::Sgd { lr: 0.05 }.step(&mut a);
+                let lb = b.sgd_step(x.view(), &targets, 0.05);
+                assert!((la - lb).abs() < 1e-12, "{norm:?}");
+            }
+            let wa: Vec<f64> = a.tensors().iter().flat_map(|p| p.value.to_vec()).collect();
+            let wb: Vec<f64> = b.tensors().iter().flat_map(|p| p.value.to_vec()).collect();
+            assert!(relative_error(&wa, &wb) < 1e-12, "{norm:?}");
+            if norm == MlpNorm::Batch {
+                // Evaluation uses the running statistics that training moved.
+                let running: Vec<f64> = a
+                    .tensors()
+                    .iter()
+                    .filter(|p| p.name.contains("running"))
+                    .flat_map(|p| p.value.to_vec())
+                    .collect();
+                assert_eq!(running.len(), 2 * (6 + 5));
+                assert!(running.iter().any(|&v| v != 0.0 && v != 1.0));
+                assert!((a.loss(x.view(), &targets) - a.training_loss(x.view(), &targets)).abs() > 1e-6);
+            }
         }
-        let wa: Vec<f64> = a.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
-        let wb: Vec<f64> = b.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
-        assert!(relative_error(&wa, &wb) < 1e-12);
     }
 
     #[test]
@@ -471,42 +491,6 @@ mod tests {
                 assert!(err < TOLERANCE, "{norm:?} {name}: {err:e}");
             }
         }
-    }
-
-    #[test]
-    fn fused_sgd_with_batch_norm_equals_forward_backward_then_sgd() {
-        let mut rng = StdRng::seed_from_u64(12);
-        let config = MlpConfig {
-            inputs: 8,
-            hidden: vec![6, 5],
-            classes: 4,
-            activation: Activation::Relu,
-            init: MlpInit::PyTorch,
-            norm: MlpNorm::Batch,
-        };
-        let mut a = Mlp::<f64>::new(config, &mut rng);
-        let mut b = a.clone();
-        let x = random_array(&mut rng, (9, 8));
-        let targets = [0, 1, 2, 3, 0, 1, 2, 3, 0];
-        for _ in 0..3 {
-            let la = a.forward_backward(x.view(), &targets);
-            crate::Sgd { lr: 0.05 }.step(&mut a);
-            let lb = b.sgd_step(x.view(), &targets, 0.05);
-            assert!((la - lb).abs() < 1e-12);
-        }
-        let wa: Vec<f64> = a.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
-        let wb: Vec<f64> = b.parameters().iter().flat_map(|p| p.value.to_vec()).collect();
-        assert!(relative_error(&wa, &wb) < 1e-12);
-        // Evaluation uses the running statistics that training moved.
-        let running: Vec<f64> = a
-            .tensors()
-            .iter()
-            .filter(|p| p.name.contains("running"))
-            .flat_map(|p| p.value.to_vec())
-            .collect();
-        assert_eq!(running.len(), 2 * (6 + 5));
-        assert!(running.iter().any(|&v| v != 0.0 && v != 1.0));
-        assert!((a.loss(x.view(), &targets) - a.training_loss(x.view(), &targets)).abs() > 1e-6);
     }
 
     #[test]
