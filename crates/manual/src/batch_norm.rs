@@ -6,6 +6,7 @@
 use ndarray::{Array1, ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
+use crate::param::prefixed;
 use crate::{Float, Param, Parameters};
 
 /// Batch normalisation with a learnt gain `γ` and shift `β` per feature.
@@ -300,10 +301,10 @@ fn column_sums_indexed<T: Float>(rows: usize, width: usize, add: impl Fn(&mut [T
 }
 
 impl<T: Float> BatchNorm<T> {
-    /// `γ` and `β` with their gradients, then the running mean and variance (with empty
-    /// gradients): everything a checkpoint keeps.
-    pub fn parameters_and_statistics(&mut self) -> Vec<Param<'_, T>> {
-        vec![
+    /// `γ` and `β` with their gradients, and the running mean and variance (with empty
+    /// gradients): together, everything a checkpoint keeps.
+    fn parameters_and_statistics(&mut self) -> (Vec<Param<'_, T>>, Vec<Param<'_, T>>) {
+        let parameters = vec![
             Param {
                 name: "gamma".into(),
                 shape: self.gamma.shape().to_vec(),
@@ -316,6 +317,8 @@ impl<T: Float> BatchNorm<T> {
                 value: self.beta.as_slice_mut().expect("contiguous"),
                 grad: self.grad_beta.as_slice_mut().expect("contiguous"),
             },
+        ];
+        let statistics = vec![
             Param {
                 name: "running_mean".into(),
                 shape: self.running_mean.shape().to_vec(),
@@ -328,15 +331,28 @@ impl<T: Float> BatchNorm<T> {
                 value: self.running_var.as_slice_mut().expect("contiguous"),
                 grad: &mut [],
             },
-        ]
+        ];
+        (parameters, statistics)
+    }
+
+    /// Appends `γ` and `β` to `parameters` and the running statistics to `statistics`, named
+    /// `<prefix>.…`: how a model lists what a checkpoint keeps, its parameters first (in
+    /// [`Parameters::parameters`] order) and every BatchNorm's statistics after them.
+    pub fn append_tensors<'a>(
+        &'a mut self,
+        prefix: impl std::fmt::Display + Clone,
+        parameters: &mut Vec<Param<'a, T>>,
+        statistics: &mut Vec<Param<'a, T>>,
+    ) {
+        let (p, s) = self.parameters_and_statistics();
+        parameters.extend(prefixed(prefix.clone(), p));
+        statistics.extend(prefixed(prefix, s));
     }
 }
 
 impl<T: Float> Parameters<T> for BatchNorm<T> {
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
-        let mut all = self.parameters_and_statistics();
-        all.truncate(2);
-        all
+        self.parameters_and_statistics().0
     }
 }
 

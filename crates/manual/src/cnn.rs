@@ -16,7 +16,7 @@ use rand_distr::{Distribution, Uniform};
 
 use crate::conv2d::{MapShape, Window};
 use crate::max_pool::MaxPool2d;
-use crate::param::prefixed;
+use crate::param::{prefixed, trainable};
 use crate::preact_block::PreActBlock;
 use crate::softmax_cross_entropy::count_correct;
 use crate::{BatchNorm, Conv2d, Float, LinearLayer, Param, Parameters, SoftmaxCrossEntropy};
@@ -336,26 +336,21 @@ impl<T: Float> Parameters<T> for Cnn<T> {
                 Layer::Conv(conv) => params.extend(prefixed(format!("layer{i}"), conv.parameters())),
                 Layer::Pool(_) => {}
                 Layer::Block(block) => {
-                    let mut norm = prefixed(format!("layer{i}.norm"), block.norm.parameters_and_statistics());
-                    params.extend(norm.by_ref().take(2));
-                    statistics.extend(norm);
+                    block
+                        .norm
+                        .append_tensors(format!("layer{i}.norm"), &mut params, &mut statistics);
                     params.extend(prefixed(format!("layer{i}.conv"), block.conv.parameters()));
                 }
             }
         }
-        let mut norm = prefixed("norm", self.norm.parameters_and_statistics());
-        params.extend(norm.by_ref().take(2));
-        statistics.extend(norm);
+        self.norm.append_tensors("norm", &mut params, &mut statistics);
         params.extend(prefixed("head", self.head.parameters()));
         params.extend(statistics);
         params
     }
 
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
-        self.tensors()
-            .into_iter()
-            .filter(|p| p.value.len() == p.grad.len())
-            .collect()
+        trainable(self.tensors())
     }
 }
 

@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use rand_distr::{Distribution, Uniform};
 
-use crate::param::prefixed;
+use crate::param::{prefixed, trainable};
 use crate::softmax_cross_entropy::count_correct;
 use crate::{Activation, BatchNorm, Float, LayerNorm, LinearLayer, Param, Parameters, SoftmaxCrossEntropy};
 
@@ -346,11 +346,7 @@ impl<T: Float> Parameters<T> for Mlp<T> {
         for (i, b) in self.blocks.iter_mut().enumerate() {
             params.extend(prefixed(format!("linear{i}"), b.linear.parameters()));
             match &mut b.norm {
-                Some(NormLayer::Batch(bn)) => {
-                    let mut all = prefixed(format!("batchnorm{i}"), bn.parameters_and_statistics());
-                    params.extend(all.by_ref().take(2));
-                    statistics.extend(all);
-                }
+                Some(NormLayer::Batch(bn)) => bn.append_tensors(format!("batchnorm{i}"), &mut params, &mut statistics),
                 Some(NormLayer::Layer(ln)) => params.extend(prefixed(format!("layernorm{i}"), ln.parameters())),
                 None => {}
             }
@@ -360,10 +356,7 @@ impl<T: Float> Parameters<T> for Mlp<T> {
     }
 
     fn parameters(&mut self) -> Vec<Param<'_, T>> {
-        self.tensors()
-            .into_iter()
-            .filter(|p| p.value.len() == p.grad.len())
-            .collect()
+        trainable(self.tensors())
     }
 }
 

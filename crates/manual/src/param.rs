@@ -24,6 +24,12 @@ pub fn prefixed<'a, T>(
     })
 }
 
+/// The entries of `tensors` that have gradients: a model's parameters among everything its
+/// checkpoint keeps (statistics such as BatchNorm's running mean carry empty gradients).
+pub fn trainable<'a, T>(tensors: Vec<Param<'a, T>>) -> Vec<Param<'a, T>> {
+    tensors.into_iter().filter(|p| p.value.len() == p.grad.len()).collect()
+}
+
 /// Something with parameters.
 pub trait Parameters<T> {
     /// Every parameter with its gradient, in a fixed order.
