@@ -113,6 +113,21 @@ impl Window {
             .then(|| o as usize / self.stride)
     }
 
+    /// The window positions that cover input pixel `(iy, ix)`: for each, the kernel tap
+    /// `ky·k + kx` that lands on it and the output pixel `oy·W_out + ox`. The backward passes
+    /// of im2col and max-pooling gather over these.
+    pub fn covering(self, iy: usize, ix: usize, out: MapShape) -> impl Iterator<Item = (usize, usize)> {
+        let k = self.kernel;
+        (0..k)
+            .filter_map(move |ky| self.source(iy, ky, out.height).map(|oy| (ky, oy)))
+            .flat_map(move |(ky, oy)| {
+                (0..k).filter_map(move |kx| {
+                    self.source(ix, kx, out.width)
+                        .map(|ox| (ky * k + kx, oy * out.width + ox))
+                })
+            })
+    }
+
     /// The kernel offsets `k0..k1` that land inside `0..side` for output coordinate `o`,
     /// and the input coordinate of offset `k0`.
     pub fn valid_taps(&self, o: usize, side: usize) -> (usize, usize, usize) {
@@ -466,21 +481,12 @@ fn col2im<T: Float>(
     dx.par_chunks_mut(n * c).enumerate().for_each(|(i, dx)| {
         let (iy, ix) = (i / shape.width, i % shape.width);
         dx.fill(T::zero());
-        for ky in 0..k {
-            let Some(oy) = window.source(iy, ky, out.height) else {
-                continue;
-            };
-            for kx in 0..k {
-                let Some(ox) = window.source(ix, kx, out.width) else {
-                    continue;
-                };
-                let t = ky * k + kx;
-                let first = out.row(oy, ox, 0) * row_len + t * c;
-                for image in 0..n {
-                    let src = &dcols[first + image * row_len..][..c];
-                    for (d, &s) in dx[image * c..][..c].iter_mut().zip(src) {
-                        *d += s;
-                    }
+        for (t, o) in window.covering(iy, ix, out) {
+            let first = o * n * row_len + t * c;
+            for image in 0..n {
+                let src = &dcols[first + image * row_len..][..c];
+                for (d, &s) in dx[image * c..][..c].iter_mut().zip(src) {
+                    *d += s;
                 }
             }
         }

@@ -109,23 +109,15 @@ impl MaxPool2d {
         let dy = dy.as_slice().expect("standard layout");
         let dx = dx.as_slice_mut().expect("dx is contiguous");
         let len = shape.pixel_len();
-        let (k, window) = (self.window.kernel, self.window);
+        let window = self.window;
         dx.par_chunks_mut(len).enumerate().for_each(|(pixel, dx)| {
             let (iy, ix) = (pixel / shape.width, pixel % shape.width);
             dx.fill(T::zero());
-            for ky in 0..k {
-                let Some(oy) = window.source(iy, ky, out.height) else {
-                    continue;
-                };
-                for kx in 0..k {
-                    let Some(ox) = window.source(ix, kx, out.width) else {
-                        continue;
-                    };
-                    let o = (oy * out.width + ox) * len;
-                    for ((d, &g), &winner) in dx.iter_mut().zip(&dy[o..o + len]).zip(&self.argmax[o..o + len]) {
-                        if winner as usize == pixel {
-                            *d += g;
-                        }
+            for (_, o) in window.covering(iy, ix, out) {
+                let o = o * len;
+                for ((d, &g), &winner) in dx.iter_mut().zip(&dy[o..o + len]).zip(&self.argmax[o..o + len]) {
+                    if winner as usize == pixel {
+                        *d += g;
                     }
                 }
             }
