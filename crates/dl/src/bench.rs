@@ -168,6 +168,21 @@ fn synthetic_batch(rng: &mut StdRng, batch: usize) -> (Vec<f32>, Vec<usize>) {
     (images, labels)
 }
 
+/// Times a manual-engine classifier's training step on one synthetic batch of flattened
+/// images.
+fn time_manual(
+    mut learner: impl ManualClassifier,
+    images: Vec<f32>,
+    labels: &[usize],
+    lr: f64,
+    timing: &TimingArgs,
+) -> Result<Timings> {
+    let inputs = Array2::from_shape_vec((labels.len(), IMAGE_BYTES), images)?;
+    Ok(time_steps(timing, || {
+        learner.step(inputs.view(), labels, lr);
+    }))
+}
+
 /// Times a burn classifier's step on one synthetic batch.
 fn time_burn<M: Classifier<Input = burn::prelude::Tensor<D>>, const D: usize>(
     mut trainer: ClassifierTrainer<M>,
@@ -231,15 +246,15 @@ fn bench_mlp(args: &BenchMlpArgs) -> Result<()> {
         .chain(std::iter::once(NUM_CLASSES))
         .collect();
     let timings = match args.model.engine {
-        Engine::Manual => {
-            let mut learner = args.model.manual_learner(args.timing.seed);
-            let inputs = Array2::from_shape_vec((batch, IMAGE_BYTES), images)?;
-            // The step `dl mlp` runs: forward, backward and the update (SGD's fused into the
-            // backward pass).
-            time_steps(&args.timing, || {
-                learner.step(inputs.view(), &labels, args.model.lr);
-            })
-        }
+        // The step `dl mlp` runs: forward, backward and the update (SGD's fused into the
+        // backward pass).
+        Engine::Manual => time_manual(
+            args.model.manual_learner(args.timing.seed),
+            images,
+            &labels,
+            args.model.lr,
+            &args.timing,
+        )?,
         Engine::Burn => {
             let device = args.model.device.device()?.autodiff();
             let trainer = args.model.burn_trainer(device, args.timing.seed);
@@ -278,13 +293,13 @@ fn bench_cnn(args: &BenchCnnArgs) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(args.timing.seed);
     let (images, labels) = synthetic_batch(&mut rng, batch);
     let timings = match args.model.engine {
-        Engine::Manual => {
-            let mut learner = args.model.manual_learner(args.timing.seed);
-            let inputs = Array2::from_shape_vec((batch, IMAGE_BYTES), images)?;
-            time_steps(&args.timing, || {
-                learner.step(inputs.view(), &labels, args.model.lr);
-            })
-        }
+        Engine::Manual => time_manual(
+            args.model.manual_learner(args.timing.seed),
+            images,
+            &labels,
+            args.model.lr,
+            &args.timing,
+        )?,
         Engine::Burn => {
             let device = args.model.device.device()?.autodiff();
             let trainer = args.model.trainer(device, args.timing.seed);

@@ -135,11 +135,7 @@ pub fn run(args: &CnnArgs) -> Result<()> {
     args.model.validate()?;
     let schedule = Schedule::new(args.steps.unwrap_or(5000), args.eval_every);
     schedule.validate()?;
-    // The device first: a build or machine without it is the first thing to report.
-    let device = match args.model.engine {
-        Engine::Burn => Some(args.model.device.device()?.autodiff()),
-        Engine::Manual => None,
-    };
+    let device = args.model.device.training_device(args.model.engine)?;
     let data = load_cifar10(&args.data)?;
     let batches = CifarBatches::new(data, args.model.batch_size, args.seed.wrapping_add(1))?;
     let mut trainer: Box<dyn Trainer> = match args.model.engine {

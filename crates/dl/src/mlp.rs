@@ -85,6 +85,16 @@ impl DeviceArg {
         };
         burn_models::train::device(name).map_err(anyhow::Error::msg)
     }
+
+    /// The autodiff device `engine` trains on: this device for the burn engine, none for the
+    /// manual one. Training commands resolve it before reading any data, so that a build or
+    /// machine without the device is the first thing they report.
+    pub fn training_device(self, engine: Engine) -> Result<Option<burn::tensor::Device>> {
+        Ok(match engine {
+            Engine::Burn => Some(self.device()?.autodiff()),
+            Engine::Manual => None,
+        })
+    }
 }
 
 impl From<ActivationArg> for Activation {
@@ -284,11 +294,7 @@ pub fn run(args: &MlpArgs) -> Result<()> {
     args.model.validate()?;
     let schedule = Schedule::new(args.steps(), args.eval_every);
     schedule.validate()?;
-    // The device first: a build or machine without it is the first thing to report.
-    let device = match args.model.engine {
-        Engine::Burn => Some(args.model.device.device()?.autodiff()),
-        Engine::Manual => None,
-    };
+    let device = args.model.device.training_device(args.model.engine)?;
     let data = load_cifar10(&args.data)?;
     // The data order has its own seed, derived from --seed, so that it does not depend on how
     // many random numbers the initialisation drew.
