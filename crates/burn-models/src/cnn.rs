@@ -240,7 +240,7 @@ mod tests {
         let mut next = || values.next().expect("as many parameters as burn's network");
         let conv = |c: &mut Conv2d, next: &mut dyn FnMut() -> Vec<f32>| {
             let dims = c.weight.val().dims();
-            let weight = channels_first(&next(), dims);
+            let weight = convert_kernel(&next(), dims, false);
             c.weight = Param::from_tensor(Tensor::<4>::from_data(
                 burn::tensor::TensorData::new(weight, dims),
                 device,
@@ -283,28 +283,19 @@ mod tests {
         model.head.bias = Some(vector(next()));
     }
 
-    /// The manual engine's `[C_out, (ky, kx, c)]` as burn's `[C_out, C_in, k, k]`.
-    fn channels_first(weight: &[f32], dims: [usize; 4]) -> Vec<f32> {
+    /// A convolution weight moved between burn's `[C_out, C_in, k, k]` and the manual
+    /// engine's `[C_out, (ky, kx, c)]`, in the direction `to_manual` says.
+    fn convert_kernel(weight: &[f32], dims: [usize; 4], to_manual: bool) -> Vec<f32> {
         let [c_out, c_in, k, _] = dims;
         let mut out = vec![0.0; weight.len()];
         for o in 0..c_out {
             for c in 0..c_in {
                 for t in 0..k * k {
-                    out[(o * c_in + c) * k * k + t] = weight[(o * k * k + t) * c_in + c];
-                }
-            }
-        }
-        out
-    }
-
-    /// burn's `[C_out, C_in, k, k]` as the manual engine's `[C_out, (ky, kx, c)]`.
-    fn channels_last(weight: &[f32], dims: [usize; 4]) -> Vec<f32> {
-        let [c_out, c_in, k, _] = dims;
-        let mut out = vec![0.0; weight.len()];
-        for o in 0..c_out {
-            for c in 0..c_in {
-                for t in 0..k * k {
-                    out[(o * k * k + t) * c_in + c] = weight[(o * c_in + c) * k * k + t];
+                    let (burn, manual) = ((o * c_in + c) * k * k + t, (o * k * k + t) * c_in + c);
+                    match to_manual {
+                        true => out[manual] = weight[burn],
+                        false => out[burn] = weight[manual],
+                    }
                 }
             }
         }
@@ -344,8 +335,8 @@ mod tests {
         let conv = |c: &Conv2d, out: &mut Vec<(Vec<f32>, Vec<f32>)>| {
             let dims = c.weight.val().dims();
             out.push((
-                channels_last(&values(c.weight.val()), dims),
-                channels_last(&values(c.weight.grad(&grads).unwrap()), dims),
+                convert_kernel(&values(c.weight.val()), dims, true),
+                convert_kernel(&values(c.weight.grad(&grads).unwrap()), dims, true),
             ));
             if let Some(b) = &c.bias {
                 out.push((values(b.val()), values(b.grad(&grads).unwrap())));
