@@ -27,7 +27,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-use crate::matmul::matmul;
+use crate::matmul::{matmul, transpose_into};
 use crate::{Float, Param, Parameters};
 
 /// The shape of a batch of feature maps stored pixel-major as `[pixels·images, channels]`
@@ -409,28 +409,6 @@ impl<T: Float> Conv2d<T> {
             col2im(self.cols.view(), out, self.window, shape, dx);
         }
     }
-}
-
-/// `dst = srcᵀ`, in 32×32 tiles so that both sides are read and written a cache line at a
-/// time, one band of destination rows per rayon task.
-fn transpose_into<T: Float>(src: ArrayView2<'_, T>, mut dst: ArrayViewMut2<'_, T>) {
-    const TILE: usize = 32;
-    let (rows, cols) = src.dim();
-    assert_eq!(dst.dim(), (cols, rows), "transpose: shapes differ");
-    let src = src.as_standard_layout();
-    let src = src.as_slice().expect("standard layout");
-    let dst = dst.as_slice_mut().expect("the destination is contiguous");
-    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, dst)| {
-        let c0 = band * TILE;
-        let c1 = (c0 + TILE).min(cols);
-        for r0 in (0..rows).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..c1 {
-                    dst[(c - c0) * rows + r] = src[r * cols + c];
-                }
-            }
-        }
-    });
 }
 
 /// `cols[p, (ky, kx, c)] = X[y·s − pad + ky, x·s − pad + kx, image, c]`, or 0 outside the

@@ -10,6 +10,7 @@ use std::any::TypeId;
 use std::sync::OnceLock;
 
 use ndarray::{ArrayView2, ArrayViewMut2};
+use rayon::prelude::*;
 
 use crate::Float;
 
@@ -45,6 +46,38 @@ const L2_BYTES: usize = 2 << 20;
 /// Below this many multiply-adds a product runs on one thread: the fork costs more.
 const PARALLEL_THRESHOLD: usize = 1 << 16;
 
+/// `dst = srcᵀ`, one band of 32 destination rows per rayon task, so that both sides are
+/// read and written a cache line at a time: the transposed copy of a product's column-major
+/// operand, and the convolutions' per-step `Wᵀ`. `src` may have any strides (rows that are
+/// contiguous take the fast path); `dst` must be contiguous.
+pub fn transpose_into<T: Float>(src: ArrayView2<'_, T>, mut dst: ArrayViewMut2<'_, T>) {
+    const BAND: usize = 32;
+    let (rows, cols) = src.dim();
+    assert_eq!(dst.dim(), (cols, rows), "transpose: shapes differ");
+    let dst = dst.as_slice_mut().expect("the destination is contiguous");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    dst.par_chunks_mut(BAND * rows).enumerate().for_each(|(band, dst)| {
+        let c0 = band * BAND;
+        let c1 = (c0 + BAND).min(cols);
+        for (r, row) in src.rows().into_iter().enumerate() {
+            match row.to_slice() {
+                Some(row) => {
+                    for (c, &v) in row[c0..c1].iter().enumerate() {
+                        dst[c * rows + r] = v;
+                    }
+                }
+                None => {
+                    for c in c0..c1 {
+                        dst[(c - c0) * rows + r] = row[c];
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// `c = a·b` (or `c += a·b` when `accumulate`), with `a: [m, k]`, `b: [k, n]`, `c: [m, n]`.
 pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: &mut ArrayViewMut2<'_, T>, accumulate: bool) {
     let (m, k) = a.dim();
@@ -77,7 +110,7 @@ pub fn matmul<T: Float>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, c: &mut Arra
             scratch.resize(k * n, 0.0);
             // SAFETY: T is f32 (checked above), so the scratch's f32 values are T values.
             let mut copy = unsafe { ndarray::ArrayViewMut2::from_shape_ptr((k, n), scratch.as_mut_ptr() as *mut T) };
-            copy.assign(&b);
+            transpose_into(b.t(), copy.view_mut());
             matmul(a, copy.view(), c, accumulate);
         });
         return;
