@@ -210,7 +210,8 @@ impl<T: Float> Cnn<T> {
 
     /// Sizes every buffer for `batch` images; allocates only when the batch size changes.
     fn reserve(&mut self, batch: usize) {
-        if self.input.nrows() == batch * self.config.side * self.config.side && self.logits.nrows() == batch {
+        // Every buffer is sized together, so the logits' rows say the batch they are for.
+        if self.logits.nrows() == batch {
             return;
         }
         let with_images = |s: MapShape| MapShape { images: batch, ..s };
