@@ -10,7 +10,10 @@
 //! `[C_out, C_in, k, k]` with the channel index moved last); `W_t` is its tap `(ky, kx)`,
 //! the `[C_out, C_in]` block of columns `t·C_in..(t+1)·C_in`.
 //!
-//! Two ways to the same sums:
+//! Three ways to the same sums ([`ConvPath`]):
+//! - **Winograd F(2×2, 3×3)** ([`crate::winograd`]) for the 3×3 same-padding convolutions on
+//!   maps of at least 8×8: 4/9 of the multiply-adds (on the write-up's network it took the
+//!   training step from 318 to 220 ms);
 //! - **im2col**: `X̃ = im2col(X)` (row `p` = the `k·k·C_in` input values under output
 //!   pixel `p`, zeros where the kernel hangs over the padding), `Y = X̃·Wᵀ + b`;
 //! - **tap by tap** (stride 1, maps of at most [`TAP_PRODUCT_PIXELS`] pixels):
@@ -28,6 +31,7 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::matmul::{matmul, transpose_into};
+use crate::winograd::{self, WinogradBuffers};
 use crate::{Float, Param, Parameters};
 
 /// The shape of a batch of feature maps stored pixel-major as `[pixels·images, channels]`
@@ -138,13 +142,27 @@ impl Window {
     }
 }
 
-/// Maps of at most this many output pixels are convolved tap by tap (stride 1 only): there
-/// the padding is a large share of every window (of the im2col products with a 3×3 kernel,
-/// 16 % are with padding zeros on 8×8 maps, 31 % on 4×4, 56 % on 2×2) and the per-tap
-/// products are still large (`N·pixels ≥ 128` rows at batch 32). Larger maps lose little to
-/// the padding (8 % at 16×16) and gain from im2col's single long product: measured on the
-/// write-up's network, 8×8 maps tap by tap save ~4 % of the step, 16×16 ones cost ~10 %.
+/// Maps of at most this many output pixels that Winograd does not take are convolved tap
+/// by tap (stride 1 only): there the padding is a large share of every window (of the
+/// im2col products with a 3×3 kernel, 16 % are with padding zeros on 8×8 maps, 31 % on 4×4,
+/// 56 % on 2×2) and the per-tap products are still large (`N·pixels ≥ 128` rows at batch
+/// 32). Larger maps lose little to the padding (8 % at 16×16) and gain from im2col's single
+/// long product: measured on the write-up's network before Winograd, 8×8 maps tap by tap
+/// saved ~4 % of the step, 16×16 ones cost ~10 %.
 pub const TAP_PRODUCT_PIXELS: usize = 64;
+
+/// How a layer computes its products for one input shape (chosen by [`Conv2d::path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPath {
+    /// 1×1, stride 1, no padding: one product.
+    Pointwise,
+    /// Winograd F(2×2, 3×3), where [`winograd::applies`].
+    Winograd,
+    /// One product per kernel tap, on maps of at most [`TAP_PRODUCT_PIXELS`] output pixels.
+    TapByTap,
+    /// im2col and one product.
+    Im2col,
+}
 
 /// A 2-D convolution layer (square kernel, equal stride and padding on both axes).
 #[derive(Debug, Clone)]
@@ -164,9 +182,11 @@ pub struct Conv2d<T> {
     /// 1×1 convolution, whose `X̃` is `X`, and by tap-by-tap products); `backward` reads it
     /// for `∂L/∂W` and then overwrites it with `∂L/∂X̃`.
     cols: Array2<T>,
-    /// `Wᵀ: [k·k·C_in, C_out]`, copied by each tap-by-tap forward pass: the product kernel
-    /// wants its right operand stored row by row.
+    /// `Wᵀ: [k·k·C_in, C_out]`, copied by each tap-by-tap and Winograd forward pass: the
+    /// product kernel wants its right operand stored row by row.
     weight_t: Array2<T>,
+    /// The Winograd path's transformed maps and kernels.
+    winograd: WinogradBuffers<T>,
 }
 
 /// The rows of one product of the tap-by-tap path: output rows `out` take input rows `input`
@@ -214,23 +234,37 @@ impl<T: Float> Conv2d<T> {
             bias,
             cols: Array2::zeros((0, 0)),
             weight_t: Array2::zeros((0, 0)),
+            winograd: WinogradBuffers::default(),
         }
     }
 
-    /// Whether the layer is a plain product per pixel (1×1, stride 1, no padding).
-    fn pointwise(&self) -> bool {
-        self.window
-            == Window {
-                kernel: 1,
-                stride: 1,
-                padding: 0,
-            }
+    /// The products an input of shape `shape` goes through: a 1×1 layer is one product;
+    /// Winograd where it applies; tap by tap on small maps (see [`TAP_PRODUCT_PIXELS`]);
+    /// im2col otherwise.
+    pub fn path(&self, shape: MapShape) -> ConvPath {
+        let out = self.window.output_shape(shape, self.out_channels);
+        let pointwise = Window {
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+        };
+        if self.window == pointwise {
+            ConvPath::Pointwise
+        } else if winograd::applies(self.window, shape) {
+            ConvPath::Winograd
+        } else if self.window.stride == 1 && out.height * out.width <= TAP_PRODUCT_PIXELS {
+            ConvPath::TapByTap
+        } else {
+            ConvPath::Im2col
+        }
     }
 
-    /// Whether an input of shape `shape` goes tap by tap (see [`TAP_PRODUCT_PIXELS`]).
-    fn tap_by_tap(&self, shape: MapShape) -> bool {
-        let out = self.window.output_shape(shape, self.out_channels);
-        self.window.stride == 1 && out.height * out.width <= TAP_PRODUCT_PIXELS
+    /// Copies `Wᵀ` into `weight_t` (for the paths whose products take it row by row).
+    fn transpose_weight(&mut self) {
+        if self.weight_t.dim() != (self.weight.ncols(), self.weight.nrows()) {
+            self.weight_t = Array2::zeros((self.weight.ncols(), self.weight.nrows()));
+        }
+        transpose_into(self.weight.view(), self.weight_t.view_mut());
     }
 
     /// The output shape for an input of shape `input`.
@@ -289,37 +323,51 @@ impl<T: Float> Conv2d<T> {
             y.dim(),
             out.dim()
         );
-        if self.pointwise() {
-            matmul(x, self.weight.t(), &mut y, accumulate);
-        } else if self.tap_by_tap(shape) {
-            if self.weight_t.dim() != (self.weight.ncols(), self.weight.nrows()) {
-                self.weight_t = Array2::zeros((self.weight.ncols(), self.weight.nrows()));
+        match self.path(shape) {
+            ConvPath::Pointwise => matmul(x, self.weight.t(), &mut y, accumulate),
+            ConvPath::Winograd => {
+                self.transpose_weight();
+                self.winograd
+                    .forward(self.weight_t.view(), x, shape, y.view_mut(), accumulate);
             }
-            transpose_into(self.weight.view(), self.weight_t.view_mut());
-            if !accumulate {
-                y.fill(T::zero());
-            }
-            let (k, c) = (self.window.kernel, self.in_channels);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let t = ky * k + kx;
-                    let w_t = self.weight_t.slice(s![t * c..(t + 1) * c, ..]);
-                    for band in self.bands(shape, out, ky, kx) {
-                        let mut y_band = y.slice_mut(s![band.out, ..]);
-                        matmul(x.slice(s![band.input, ..]), w_t, &mut y_band, true);
-                    }
+            ConvPath::TapByTap => self.forward_taps(x, shape, out, y.view_mut(), accumulate),
+            ConvPath::Im2col => {
+                let cols_dim = (out.pixels(), self.weight.ncols());
+                if self.cols.dim() != cols_dim {
+                    self.cols = Array2::zeros(cols_dim);
                 }
+                im2col(x, shape, self.window, out, &mut self.cols);
+                matmul(self.cols.view(), self.weight.t(), &mut y, accumulate);
             }
-        } else {
-            let cols_dim = (out.pixels(), self.weight.ncols());
-            if self.cols.dim() != cols_dim {
-                self.cols = Array2::zeros(cols_dim);
-            }
-            im2col(x, shape, self.window, out, &mut self.cols);
-            matmul(self.cols.view(), self.weight.t(), &mut y, accumulate);
         }
         if let Some(b) = &self.bias {
             y += b;
+        }
+    }
+
+    /// The tap-by-tap forward pass: `Y[band.out] += X[band.input]·W_tᵀ` for every tap.
+    fn forward_taps(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        shape: MapShape,
+        out: MapShape,
+        mut y: ArrayViewMut2<'_, T>,
+        accumulate: bool,
+    ) {
+        self.transpose_weight();
+        if !accumulate {
+            y.fill(T::zero());
+        }
+        let (k, c) = (self.window.kernel, self.in_channels);
+        for ky in 0..k {
+            for kx in 0..k {
+                let t = ky * k + kx;
+                let w_t = self.weight_t.slice(s![t * c..(t + 1) * c, ..]);
+                for band in self.bands(shape, out, ky, kx) {
+                    let mut y_band = y.slice_mut(s![band.out, ..]);
+                    matmul(x.slice(s![band.input, ..]), w_t, &mut y_band, true);
+                }
+            }
         }
     }
 
@@ -363,50 +411,66 @@ impl<T: Float> Conv2d<T> {
                 *gb += &row;
             }
         }
-        if self.pointwise() {
-            matmul(dy.t(), x, &mut self.grad_weight.view_mut(), true);
-            if let Some(mut dx) = dx {
-                matmul(dy, self.weight.view(), &mut dx, false);
+        match self.path(shape) {
+            ConvPath::Pointwise => {
+                matmul(dy.t(), x, &mut self.grad_weight.view_mut(), true);
+                if let Some(mut dx) = dx {
+                    matmul(dy, self.weight.view(), &mut dx, false);
+                }
             }
-            return;
+            ConvPath::Winograd => {
+                self.winograd
+                    .backward(self.weight.view(), shape, dy, self.grad_weight.view_mut(), dx);
+            }
+            ConvPath::TapByTap => self.backward_taps(x, shape, out, dy, dx),
+            ConvPath::Im2col => {
+                assert_eq!(
+                    self.cols.nrows(),
+                    out.pixels(),
+                    "Conv2d backward without a matching forward pass"
+                );
+                matmul(dy.t(), self.cols.view(), &mut self.grad_weight.view_mut(), true);
+                if let Some(dx) = dx {
+                    // X̃ is no longer needed: its buffer takes ∂L/∂X̃.
+                    matmul(dy, self.weight.view(), &mut self.cols.view_mut(), false);
+                    col2im(self.cols.view(), out, self.window, shape, dx);
+                }
+            }
         }
-        if self.tap_by_tap(shape) {
-            let mut dx = dx;
-            if let Some(dx) = &mut dx {
-                dx.fill(T::zero());
-            }
-            let (k, c) = (self.window.kernel, self.in_channels);
-            for ky in 0..k {
-                for kx in 0..k {
-                    let t = ky * k + kx;
-                    for band in self.bands(shape, out, ky, kx) {
-                        let dy_band = dy.slice(s![band.out, ..]);
-                        let mut grad_t = self.grad_weight.slice_mut(s![.., t * c..(t + 1) * c]);
-                        matmul(dy_band.t(), x.slice(s![band.input.clone(), ..]), &mut grad_t, true);
-                        if let Some(dx) = &mut dx {
-                            let mut dx_band = dx.slice_mut(s![band.input, ..]);
-                            matmul(
-                                dy_band,
-                                self.weight.slice(s![.., t * c..(t + 1) * c]),
-                                &mut dx_band,
-                                true,
-                            );
-                        }
+    }
+
+    /// The tap-by-tap backward pass: `∂L/∂W_t += dY[band.out]ᵀ·X[band.input]` and
+    /// `∂L/∂X[band.input] += dY[band.out]·W_t` for every tap.
+    fn backward_taps(
+        &mut self,
+        x: ArrayView2<'_, T>,
+        shape: MapShape,
+        out: MapShape,
+        dy: ArrayView2<'_, T>,
+        mut dx: Option<ArrayViewMut2<'_, T>>,
+    ) {
+        if let Some(dx) = &mut dx {
+            dx.fill(T::zero());
+        }
+        let (k, c) = (self.window.kernel, self.in_channels);
+        for ky in 0..k {
+            for kx in 0..k {
+                let t = ky * k + kx;
+                for band in self.bands(shape, out, ky, kx) {
+                    let dy_band = dy.slice(s![band.out, ..]);
+                    let mut grad_t = self.grad_weight.slice_mut(s![.., t * c..(t + 1) * c]);
+                    matmul(dy_band.t(), x.slice(s![band.input.clone(), ..]), &mut grad_t, true);
+                    if let Some(dx) = &mut dx {
+                        let mut dx_band = dx.slice_mut(s![band.input, ..]);
+                        matmul(
+                            dy_band,
+                            self.weight.slice(s![.., t * c..(t + 1) * c]),
+                            &mut dx_band,
+                            true,
+                        );
                     }
                 }
             }
-            return;
-        }
-        assert_eq!(
-            self.cols.nrows(),
-            out.pixels(),
-            "Conv2d backward without a matching forward pass"
-        );
-        matmul(dy.t(), self.cols.view(), &mut self.grad_weight.view_mut(), true);
-        if let Some(dx) = dx {
-            // X̃ is no longer needed: its buffer takes ∂L/∂X̃.
-            matmul(dy, self.weight.view(), &mut self.cols.view_mut(), false);
-            col2im(self.cols.view(), out, self.window, shape, dx);
         }
     }
 }
@@ -552,14 +616,18 @@ mod tests {
             (window(3, 1, 1), shape(3, 4, 4, 2), 3, false),
             (window(3, 1, 1), shape(2, 3, 5, 3), 2, true),
             (window(5, 1, 2), shape(2, 4, 3, 2), 3, true),
+            // Winograd (3×3 same padding, even sides of at least 8, 16 input channels).
+            (window(3, 1, 1), shape(1, 8, 10, 16), 3, true),
         ]
     }
 
     #[test]
     fn forward_matches_the_definition() {
         let mut rng = StdRng::seed_from_u64(91);
+        let mut paths = Vec::new();
         for (window, shape, out_channels, bias) in cases() {
             let mut conv = Conv2d::<f64>::new(shape.channels, out_channels, window, bias, &mut rng);
+            paths.push(conv.path(shape));
             if let Some(b) = &mut conv.bias {
                 *b = random_array(&mut rng, out_channels);
             }
@@ -575,10 +643,18 @@ mod tests {
                 "accumulate {window:?}"
             );
         }
+        for path in [
+            ConvPath::Pointwise,
+            ConvPath::Winograd,
+            ConvPath::TapByTap,
+            ConvPath::Im2col,
+        ] {
+            assert!(paths.contains(&path), "no case takes {path:?}");
+        }
     }
 
-    /// The f32 path (our AVX-512 products where the CPU has them, the transposed-weight copy)
-    /// against f64 on the network's shapes.
+    /// The f32 paths (our AVX-512 products where the CPU has them, the transposed-weight
+    /// copy, Winograd's transforms) against f64 on the network's shapes.
     #[test]
     fn f32_matches_f64_on_network_shapes() {
         let mut rng = StdRng::seed_from_u64(96);
@@ -587,7 +663,7 @@ mod tests {
             stride: 1,
             padding: 1,
         };
-        for (channels, side) in [(64, 8), (128, 4), (96, 2)] {
+        for (channels, side) in [(32, 16), (64, 8), (128, 4), (96, 2)] {
             let shape = MapShape {
                 images: 3,
                 height: side,

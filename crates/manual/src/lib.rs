@@ -34,12 +34,13 @@ pub mod preact_block;
 pub mod sequence_classifier;
 pub mod softmax;
 pub mod softmax_cross_entropy;
+pub mod winograd;
 
 pub use activation::{Activation, Elu, Relu};
 pub use batch_norm::BatchNorm;
 pub use char_lstm::{CharLstm, CharLstmConfig, CharState};
 pub use cnn::{Cnn, CnnConfig};
-pub use conv2d::{Conv2d, MapShape, Window};
+pub use conv2d::{Conv2d, ConvPath, MapShape, Window};
 pub use cross_entropy::CrossEntropy;
 pub use dropout::Dropout;
 pub use embedding::Embedding;
