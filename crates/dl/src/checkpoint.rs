@@ -2,14 +2,15 @@
 //! tensors (manual engine: every parameter by name, `f32`; burn engine: burn's own records of
 //! weights and optimiser state as byte blobs) and string metadata (step, model, engine).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use manual::Param;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors, View};
 
-use crate::runner::write_atomic;
+use crate::runner::write_atomic_with;
 
 /// The checkpoint file in a run folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -19,16 +20,40 @@ struct Entry<'a> {
     name: String,
     dtype: Dtype,
     shape: Vec<usize>,
-    bytes: std::borrow::Cow<'a, [u8]>,
+    bytes: Cow<'a, [u8]>,
 }
 
+impl View for &Entry<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Streams the entries into the file (no second copy of the tensors in memory: a CNN
+/// checkpoint with its Adam moments is 134 MB).
 fn write(path: &Path, entries: Vec<Entry<'_>>, metadata: HashMap<String, String>) -> Result<()> {
-    let views = entries
-        .iter()
-        .map(|e| Ok((e.name.clone(), TensorView::new(e.dtype, e.shape.clone(), &e.bytes)?)))
-        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let encoded = safetensors::serialize(views, Some(metadata))?;
-    write_atomic(path, &encoded)
+    let views = entries.iter().map(|e| (e.name.as_str(), e));
+    write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(std::io::Error::other)
+    })
+}
+
+/// The little-endian bytes of `values`: borrowed where the machine is little-endian.
+fn le_bytes(values: &[f32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
 }
 
 /// Saves `f32` parameters (values only) and `metadata` to `path`.
@@ -39,7 +64,7 @@ pub fn save_params(path: &Path, params: &[Param<'_, f32>], metadata: HashMap<Str
             name: p.name.clone(),
             dtype: Dtype::F32,
             shape: p.shape.clone(),
-            bytes: p.value.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+            bytes: le_bytes(p.value),
         })
         .collect();
     write(path, entries, metadata)

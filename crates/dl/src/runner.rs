@@ -125,15 +125,19 @@ impl RunFolder {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
 /// crash never leaves a half-written file where a complete one was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| fs::write(tmp, bytes))
+}
+
+/// Like [`write_atomic`], for a writer that streams the file itself: `write` creates the
+/// temporary file it is given, which is then synced and renamed over `path`.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let result = write(&tmp).and_then(|()| {
+        File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
+    });
+    result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         anyhow::anyhow!("cannot write {}: {e}", path.display())
     })
