@@ -67,8 +67,8 @@ pub fn applies(window: Window, shape: MapShape) -> bool {
         }
         && shape.height >= MIN_SIDE
         && shape.width >= MIN_SIDE
-        && shape.height % 2 == 0
-        && shape.width % 2 == 0
+        && shape.height.is_multiple_of(2)
+        && shape.width.is_multiple_of(2)
         && shape.channels >= MIN_CHANNELS
 }
 
@@ -321,7 +321,6 @@ fn b_transpose<T: Float>(
 }
 
 /// Aᵀ applied along one axis: `(m0 + m1 + m2, m1 − m2 − m3)`, written or added.
-#[allow(clippy::too_many_arguments)]
 fn a_transpose<T: Float>(m0: &[T], m1: &[T], m2: &[T], m3: &[T], o0: &mut [T], o1: &mut [T], accumulate: bool) {
     let n = o0.len();
     let (m0, m1, m2, m3) = (&m0[..n], &m1[..n], &m2[..n], &m3[..n]);
