@@ -360,7 +360,7 @@ struct TileWriter<T> {
 }
 
 // SAFETY: tasks write through the pointer only to the slices of their own tile (see
-// `slice`), so no two threads touch the same element.
+// `slices`), so no two threads touch the same element.
 unsafe impl<T: Send> Sync for TileWriter<T> {}
 
 impl<T> TileWriter<T> {
@@ -373,64 +373,83 @@ impl<T> TileWriter<T> {
         }
     }
 
-    /// Lanes `lanes` of tile `tile`'s slice of block `k`.
+    /// Lanes `lanes` of tile `tile`'s slice of every block `k`, as `slices[k]`.
     ///
     /// # Safety
-    /// Only the task that owns `tile` may call this, and it must not hold two slices of
-    /// the same `(k, tile)` at once.
+    /// Only the task that owns `tile` may call this, and it must not hold slices of the
+    /// same lanes from an earlier call.
     #[allow(clippy::mut_from_ref)] // disjoint by the ownership rule above
-    unsafe fn slice(&self, k: usize, tile: usize, lanes: std::ops::Range<usize>) -> &mut [T] {
-        assert!(k < POSITIONS && lanes.end <= self.tile_len);
-        // SAFETY: inside the buffer by the assertion and the constructor's size check;
-        // exclusive by the caller's contract.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                self.ptr.add(k * self.block_len + tile * self.tile_len + lanes.start),
-                lanes.len(),
-            )
-        }
+    unsafe fn slices(&self, tile: usize, lanes: std::ops::Range<usize>) -> [&mut [T]; POSITIONS] {
+        assert!(lanes.end <= self.tile_len);
+        std::array::from_fn(|k| {
+            // SAFETY: inside the buffer by the assertion and the constructor's size check;
+            // the 16 slices lie in different blocks, and the caller's contract keeps them
+            // from every other task's and call's.
+            unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.ptr.add(k * self.block_len + tile * self.tile_len + lanes.start),
+                    lanes.len(),
+                )
+            }
+        })
     }
+}
+
+/// The loop shared by the transforms into the Winograd domain: for every 2×2 tile `(ty, tx)`
+/// of a map of shape `shape` (one task per tile) and every chunk of [`LANES`] of its pixels'
+/// `N·C` values starting at lane `l0`, `transform(ty, tx, l0, scratch, out)` writes `out[k]`,
+/// those lanes of the tile's slice of block `k` of `out: [16][tiles][N·C]`, using `scratch`
+/// for its first 1-D pass.
+fn transform_tiles<T: Float>(
+    out: &mut [T],
+    shape: MapShape,
+    transform: impl Fn(usize, usize, usize, &mut [[T; LANES]; POSITIONS], [&mut [T]; POSITIONS]) + Sync,
+) {
+    let (len, tiles_x) = (shape.pixel_len(), shape.width / 2);
+    let writer = TileWriter::new(out, tiles(shape), len);
+    (0..tiles(shape)).into_par_iter().for_each(|tile| {
+        let mut scratch = [[T::zero(); LANES]; POSITIONS];
+        for l0 in (0..len).step_by(LANES) {
+            // SAFETY: this task owns `tile`, and each chunk of lanes is taken once.
+            let out = unsafe { writer.slices(tile, l0..(l0 + LANES).min(len)) };
+            transform(tile / tiles_x, tile % tiles_x, l0, &mut scratch, out);
+        }
+    });
 }
 
 /// `V = Bᵀ·d·B` for every tile of `x` (shape `shape`) into `v: [16][tiles][N·C]`.
 fn input_transform<T: Float>(x: &[T], shape: MapShape, v: &mut [T]) {
     let (height, width, len) = (shape.height, shape.width, shape.pixel_len());
-    let tiles_x = width / 2;
-    let writer = TileWriter::new(v, tiles(shape), len);
-    (0..tiles(shape)).into_par_iter().for_each(|tile| {
-        let (ty, tx) = (tile / tiles_x, tile % tiles_x);
-        let zeros = [T::zero(); LANES];
-        let mut rows = [[T::zero(); LANES]; 16]; // Bᵀ·d: rows[4ξ + b]
-        for l0 in (0..len).step_by(LANES) {
-            let lanes = l0..(l0 + LANES).min(len);
-            let w = lanes.len();
-            let pixel = |a: usize, b: usize| -> &[T] {
-                let (y, x_) = ((2 * ty + a).wrapping_sub(1), (2 * tx + b).wrapping_sub(1));
-                if y < height && x_ < width {
-                    &x[(y * width + x_) * len + l0..][..w]
-                } else {
-                    &zeros[..w]
-                }
+    let zeros = [T::zero(); LANES];
+    transform_tiles(v, shape, |ty, tx, l0, rows, mut out| {
+        // rows[4ξ + b] = (Bᵀ·d)[ξ, b]
+        let w = out[0].len();
+        let pixel = |a: usize, b: usize| -> &[T] {
+            let (y, x_) = ((2 * ty + a).wrapping_sub(1), (2 * tx + b).wrapping_sub(1));
+            if y < height && x_ < width {
+                &x[(y * width + x_) * len + l0..][..w]
+            } else {
+                &zeros[..w]
+            }
+        };
+        for b in 0..4 {
+            let [r0, r1, r2, r3] = rows.get_disjoint_mut([b, 4 + b, 8 + b, 12 + b]).expect("distinct");
+            b_transpose(
+                pixel(0, b),
+                pixel(1, b),
+                pixel(2, b),
+                pixel(3, b),
+                &mut r0[..w],
+                &mut r1[..w],
+                &mut r2[..w],
+                &mut r3[..w],
+            );
+        }
+        for (r, out) in rows.chunks_exact(4).zip(out.chunks_exact_mut(4)) {
+            let [o0, o1, o2, o3] = out else {
+                unreachable!("chunks of 4")
             };
-            for b in 0..4 {
-                let [r0, r1, r2, r3] = rows.get_disjoint_mut([b, 4 + b, 8 + b, 12 + b]).expect("distinct");
-                b_transpose(
-                    pixel(0, b),
-                    pixel(1, b),
-                    pixel(2, b),
-                    pixel(3, b),
-                    &mut r0[..w],
-                    &mut r1[..w],
-                    &mut r2[..w],
-                    &mut r3[..w],
-                );
-            }
-            for xi in 0..4 {
-                let r = &rows[4 * xi..4 * xi + 4];
-                // SAFETY: this task owns `tile`; the four blocks are distinct.
-                let [o0, o1, o2, o3] = [0, 1, 2, 3].map(|nu| unsafe { writer.slice(4 * xi + nu, tile, lanes.clone()) });
-                b_transpose(&r[0][..w], &r[1][..w], &r[2][..w], &r[3][..w], o0, o1, o2, o3);
-            }
+            b_transpose(&r[0][..w], &r[1][..w], &r[2][..w], &r[3][..w], o0, o1, o2, o3);
         }
     });
 }
@@ -438,31 +457,26 @@ fn input_transform<T: Float>(x: &[T], shape: MapShape, v: &mut [T]) {
 /// `∂L/∂M = A·dY·Aᵀ` for every 2×2 tile of `dy` (shape `shape`) into `[16][tiles][N·C]`.
 fn gradient_transform<T: Float>(dy: &[T], shape: MapShape, out: &mut [T]) {
     let (width, len) = (shape.width, shape.pixel_len());
-    let tiles_x = width / 2;
-    let writer = TileWriter::new(out, tiles(shape), len);
-    (0..tiles(shape)).into_par_iter().for_each(|tile| {
-        let (ty, tx) = (tile / tiles_x, tile % tiles_x);
-        let mut cols = [[T::zero(); LANES]; 8]; // A·dY: cols[2ξ + j]
-        for l0 in (0..len).step_by(LANES) {
-            let lanes = l0..(l0 + LANES).min(len);
-            let w = lanes.len();
-            let pixel = |i: usize, j: usize| &dy[((2 * ty + i) * width + 2 * tx + j) * len + l0..][..w];
-            for j in 0..2 {
-                let [q0, q1, q2, q3] = cols.get_disjoint_mut([j, 2 + j, 4 + j, 6 + j]).expect("distinct");
-                a_forward(
-                    pixel(0, j),
-                    pixel(1, j),
-                    &mut q0[..w],
-                    &mut q1[..w],
-                    &mut q2[..w],
-                    &mut q3[..w],
-                );
-            }
-            for xi in 0..4 {
-                // SAFETY: this task owns `tile`; the four blocks are distinct.
-                let [o0, o1, o2, o3] = [0, 1, 2, 3].map(|nu| unsafe { writer.slice(4 * xi + nu, tile, lanes.clone()) });
-                a_forward(&cols[2 * xi][..w], &cols[2 * xi + 1][..w], o0, o1, o2, o3);
-            }
+    transform_tiles(out, shape, |ty, tx, l0, cols, mut out| {
+        // cols[2ξ + j] = (A·dY)[ξ, j] (the first 8 of the scratch rows)
+        let w = out[0].len();
+        let pixel = |i: usize, j: usize| &dy[((2 * ty + i) * width + 2 * tx + j) * len + l0..][..w];
+        for j in 0..2 {
+            let [q0, q1, q2, q3] = cols.get_disjoint_mut([j, 2 + j, 4 + j, 6 + j]).expect("distinct");
+            a_forward(
+                pixel(0, j),
+                pixel(1, j),
+                &mut q0[..w],
+                &mut q1[..w],
+                &mut q2[..w],
+                &mut q3[..w],
+            );
+        }
+        for (q, out) in cols.chunks_exact(2).zip(out.chunks_exact_mut(4)) {
+            let [o0, o1, o2, o3] = out else {
+                unreachable!("chunks of 4")
+            };
+            a_forward(&q[0][..w], &q[1][..w], o0, o1, o2, o3);
         }
     });
 }
