@@ -26,8 +26,17 @@ pub fn device(name: &str) -> Result<Device, String> {
 #[cfg(feature = "gpu")]
 fn gpu_device() -> Result<Device, String> {
     use burn::tensor::{DeviceKind, DeviceType};
-    if Device::enumerate(DeviceType::Wgpu).into_vec().is_empty() {
+    let adapters = Device::enumerate(DeviceType::Wgpu).into_vec();
+    if adapters.is_empty() {
         return Err("no GPU adapter found for wgpu (is a Vulkan driver installed?)".into());
+    }
+    // A software renderer (Mesa's llvmpipe or lavapipe, found through EGL or Vulkan where no
+    // GPU driver is) enumerates as wgpu's `Cpu` kind, and the default device falls back to it.
+    // There `dl cnn --steps 2` had not finished after ten minutes (on the CPU a step takes
+    // under a second), so it is refused rather than taken silently.
+    let software = Device::wgpu(DeviceKind::Cpu);
+    if adapters.iter().all(|adapter| *adapter == software) {
+        return Err("wgpu finds only a software renderer, no GPU: use --device cpu".into());
     }
     Ok(Device::wgpu(DeviceKind::DefaultDevice))
 }
