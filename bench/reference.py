@@ -120,15 +120,11 @@ def palindrome_batch(torch, args):
     return x, y
 
 
-def torch_rnn_step(args):
-    """The original practical's LSTM / peephole LSTM: a parameter per gate and matrix, a
-    Python loop over the steps, NLL of log-softmax, Adam, clip_grad_norm_."""
-    import torch
+def original_lstm(torch, d, h, classes, peephole):
+    """The original practical's LSTM / peephole LSTM: embedding(3 -> d), a parameter per gate
+    and matrix (stored [in, out], `kaiming_normal_` with linear gain as the original calls it),
+    a Python loop over the steps, log-softmax of the last state's projection."""
     from torch import nn
-
-    torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
-    d, h, classes = args.input_dim, args.hidden, max(args.length, 2)
 
     def weight(rows, cols):
         w = torch.empty(rows, cols)
@@ -136,9 +132,8 @@ def torch_rnn_step(args):
         return nn.Parameter(w)
 
     class Lstm(nn.Module):
-        def __init__(self, peephole):
+        def __init__(self):
             super().__init__()
-            self.peephole = peephole
             self.embedding = nn.Embedding(3, d)
             gates = "ifo" if peephole else "gifo"
             self.wx = nn.ParameterDict({g: weight(d, h) for g in gates + ("c" if peephole else "")})
@@ -153,7 +148,7 @@ def torch_rnn_step(args):
             c = torch.zeros(x.shape[0], h)
             for t in range(x.shape[1]):
                 xt = e[:, t]
-                if self.peephole:
+                if peephole:
                     i = torch.sigmoid(xt @ self.wx["i"] + c @ self.wh["i"] + self.b["i"])
                     f = torch.sigmoid(xt @ self.wx["f"] + c @ self.wh["f"] + self.b["f"])
                     o = torch.sigmoid(xt @ self.wx["o"] + c @ self.wh["o"] + self.b["o"])
@@ -168,7 +163,17 @@ def torch_rnn_step(args):
                 hs = torch.tanh(c) * o
             return torch.log_softmax(hs @ self.wp + self.bp, dim=1)
 
-    model = Lstm(args.rnn_model == "peephole")
+    return Lstm()
+
+
+def torch_rnn_step(args):
+    """The original LSTM / peephole LSTM's step: NLL, Adam, clip_grad_norm_(10)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    model = original_lstm(torch, args.input_dim, args.hidden, max(args.length, 2), args.rnn_model == "peephole")
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     x, y = palindrome_batch(torch, args)
 
