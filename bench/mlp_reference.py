@@ -11,12 +11,15 @@ channel-major; per hidden layer Linear -> ReLU -> BatchNorm1d (PyTorch's default
 initialisation, eps 1e-5, momentum 0.1); plain SGD, cross-entropy, batch 200; batches walk the
 training set in file order, reshuffled after each epoch (the original's DataSet); evaluation on
 the whole test set every --eval-every steps with the BatchNorm running statistics (eval mode).
+The model is bench/reference.py's `torch_mlp`.
 """
 
 import argparse
 import json
 import os
 import time
+
+from reference import torch_mlp
 
 
 def load(folder, names):
@@ -52,17 +55,12 @@ def main():
     x_train = torch.from_numpy(x_train - mean)
     x_test = torch.from_numpy(x_test - mean)
     y_train, y_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
-    widths = [3072] + [int(h) for h in args.hidden.split(",") if h] + [10]
+    hidden = [int(h) for h in args.hidden.split(",") if h]
 
     for seed in [int(s) for s in args.seeds.split(",")]:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        layers = []
-        for i in range(len(widths) - 1):
-            layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
-            if i < len(widths) - 2:
-                layers += [torch.nn.ReLU(), torch.nn.BatchNorm1d(widths[i + 1])]
-        model = torch.nn.Sequential(*layers)
+        model = torch_mlp(torch, hidden, "relu", "batch")
         opt = torch.optim.SGD(model.parameters(), lr=args.lr)
         loss_fn = torch.nn.CrossEntropyLoss()
 
